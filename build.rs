@@ -1,0 +1,25 @@
+//! Embeds every `rootfs-specs/*.toml` into the binary, so an installed
+//! `xroot` needs no data files next to it and a spec change is a rebuild.
+
+use std::{env, fs, path::Path};
+
+fn main() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("rootfs-specs");
+    println!("cargo:rerun-if-changed={}", dir.display());
+    let mut files: Vec<_> = fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    let mut out = String::from("/// (file name, contents) of every spec in rootfs-specs/.\n");
+    out.push_str("pub const EMBEDDED_SPECS: &[(&str, &str)] = &[\n");
+    for f in &files {
+        println!("cargo:rerun-if-changed={}", f.display());
+        let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        out.push_str(&format!("    ({name:?}, include_str!({:?})),\n", f.display().to_string()));
+    }
+    out.push_str("];\n");
+    let dest = Path::new(&env::var("OUT_DIR").expect("OUT_DIR set by cargo")).join("specs.rs");
+    fs::write(&dest, out).unwrap_or_else(|e| panic!("writing {}: {e}", dest.display()));
+}

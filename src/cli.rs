@@ -1,0 +1,171 @@
+//! The command line: definitions only. Parsing happens here; every
+//! decision is in `commands`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "xroot", version, about = "Step into a Linux system of another CPU architecture in one command")]
+#[command(after_help = "Examples:\n  xroot fetch aarch64\n  xroot shell s390x\n  xroot run riscv64 -- uname -m\n  xroot run ppc64le -- sh -c 'exit 7'")]
+pub struct Cli {
+    /// Print only errors and warnings.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Download, verify and install a rootfs.
+    Fetch(FetchArgs),
+    /// Run a command inside a rootfs.
+    Run(RunArgs),
+    /// Start an interactive login shell inside a rootfs.
+    Shell(ShellArgs),
+    /// List known architectures, what runs them here, and what is installed.
+    List {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove installed rootfs trees.
+    Rm {
+        /// ARCH or ARCH@NAME.
+        #[arg(required = true)]
+        targets: Vec<String>,
+    },
+    /// Inspect or change the host's binfmt_misc handlers.
+    #[command(subcommand)]
+    Binfmt(BinfmtCommand),
+    /// Check this machine for everything xroot needs.
+    Doctor {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SourceArgs {
+    /// Alpine mirror (http://, https:// or file://) [default: $XROOT_MIRROR or https://dl-cdn.alpinelinux.org/alpine]
+    #[arg(long, value_name = "URL")]
+    pub mirror: Option<String>,
+    /// Alpine release branch, e.g. v3.20, edge [default: the arch's spec, usually latest-stable]
+    #[arg(long)]
+    pub branch: Option<String>,
+    /// Refuse to unpack more than this many bytes [default: $XROOT_MAX_UNPACKED or 8 GiB]
+    #[arg(long, value_name = "BYTES")]
+    pub max_size: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// Architecture (or alias), optionally ARCH@NAME to keep several.
+    pub arch: String,
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// Install under this name (same as ARCH@NAME).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Fetch and replace even if installed.
+    #[arg(long)]
+    pub force: bool,
+    /// Install this tarball (URL or file) instead of the arch's default source.
+    #[arg(long, value_name = "URL|FILE")]
+    pub from: Option<String>,
+    /// Expected sha256 of --from.
+    #[arg(long, value_name = "HEX", requires = "from")]
+    pub sha256: Option<String>,
+    #[command(flatten)]
+    pub binfmt: BinfmtArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BinfmtMode {
+    /// A binfmt_misc instance private to the guest (Linux 6.7+): the host's handlers are untouched.
+    Private,
+    /// The host's global handlers (installed by `xroot binfmt install`, or by root automatically).
+    Host,
+}
+
+#[derive(Debug, Args)]
+pub struct BinfmtArgs {
+    /// Which binfmt_misc handlers run foreign binaries [default: private when the kernel supports it]
+    #[arg(long, value_enum)]
+    pub binfmt: Option<BinfmtMode>,
+    /// Use this qemu-user binary (must be statically linked).
+    #[arg(long, value_name = "PATH")]
+    pub qemu: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct GuestArgs {
+    /// Use this directory as the root instead of an installed rootfs.
+    #[arg(long, value_name = "DIR")]
+    pub rootfs: Option<PathBuf>,
+    /// Bind a host path into the guest (read-write). DST defaults to SRC.
+    #[arg(long, value_name = "SRC[:DST]")]
+    pub bind: Vec<String>,
+    /// Bind a host path into the guest, read-only.
+    #[arg(long, value_name = "SRC[:DST]")]
+    pub ro_bind: Vec<String>,
+    /// Working directory inside the guest [default: the current directory, bound at the same path].
+    #[arg(long, value_name = "DIR")]
+    pub workdir: Option<PathBuf>,
+    /// Set an environment variable in the guest.
+    #[arg(long, value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Hostname inside the guest [default: xroot-ARCH].
+    #[arg(long)]
+    pub hostname: Option<String>,
+    #[command(flatten)]
+    pub binfmt: BinfmtArgs,
+    #[command(flatten)]
+    pub source: SourceArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// ARCH or ARCH@NAME (may be omitted with --rootfs: detected from its /bin/sh).
+    pub arch: Option<String>,
+    #[command(flatten)]
+    pub guest: GuestArgs,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub cmd: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ShellArgs {
+    /// ARCH or ARCH@NAME.
+    pub arch: Option<String>,
+    #[command(flatten)]
+    pub guest: GuestArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BinfmtCommand {
+    /// Show the host's handler for each arch and whether it fits.
+    Status {
+        arches: Vec<String>,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, value_name = "PATH")]
+        qemu: Option<PathBuf>,
+    },
+    /// Register host handlers (flags F, C and, where supported, P). Needs root.
+    Install {
+        arches: Vec<String>,
+        /// Replace a handler that exists but does not fit.
+        #[arg(long)]
+        force: bool,
+        #[arg(long, value_name = "PATH")]
+        qemu: Option<PathBuf>,
+    },
+    /// Remove host handlers for these arches. Needs root.
+    Remove {
+        #[arg(required = true)]
+        arches: Vec<String>,
+    },
+}

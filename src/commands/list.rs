@@ -1,0 +1,84 @@
+//! `xroot list`: every known arch, how it runs here, what is installed.
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::Ctx;
+use crate::host;
+use crate::qemu::{self, Lookup};
+use crate::specs::Source;
+
+#[derive(Serialize)]
+struct Row {
+    arch: String,
+    aliases: Vec<String>,
+    description: String,
+    /// "yes", "compat32" or "no".
+    native: &'static str,
+    /// Path of a static qemu for this arch, if found.
+    qemu: Option<String>,
+    /// Where `fetch` gets a rootfs by default ("alpine:BRANCH", a URL, or "none").
+    source: String,
+    installed: Vec<InstalledRow>,
+}
+
+#[derive(Serialize)]
+struct InstalledRow {
+    id: String,
+    version: String,
+    branch: String,
+    path: String,
+    installed_at: String,
+}
+
+pub fn list(ctx: &Ctx, json: bool) -> Result<()> {
+    let installed = ctx.store.list()?;
+    let mut rows = Vec::new();
+    for spec in ctx.catalog.iter() {
+        let native = host::native(spec);
+        let qemu = match native {
+            host::Native::No => match qemu::lookup(&spec.qemu, None) {
+                Lookup::Found(p) => Some(p.display().to_string()),
+                _ => None,
+            },
+            _ => None,
+        };
+        rows.push(Row {
+            arch: spec.name.clone(),
+            aliases: spec.aliases.clone(),
+            description: spec.description.clone(),
+            native: super::binfmt::native_word(native),
+            qemu,
+            source: match &spec.source {
+                Source::Alpine { branch, .. } => format!("alpine:{branch}"),
+                Source::Tarball { url, .. } => url.clone(),
+                Source::None { .. } => "none".into(),
+            },
+            installed: installed
+                .iter()
+                .filter(|i| i.id.arch == spec.name)
+                .map(|i| InstalledRow { id: i.id.dir_name(), version: i.manifest.version.clone(), branch: i.manifest.branch.clone(), path: i.root().display().to_string(), installed_at: i.manifest.installed_at.clone() })
+                .collect(),
+        });
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!("{:<12} {:<34} {:<9} {:<8} INSTALLED", "ARCH", "ALIASES", "NATIVE", "QEMU");
+    for r in &rows {
+        let qemu = match (r.native, &r.qemu) {
+            ("no", Some(_)) => "found",
+            ("no", None) => "missing",
+            _ => "-",
+        };
+        let inst = if r.installed.is_empty() {
+            "-".to_string()
+        } else {
+            r.installed.iter().map(|i| if i.version.is_empty() { i.id.clone() } else { format!("{} ({})", i.id, i.version) }).collect::<Vec<_>>().join(", ")
+        };
+        println!("{:<12} {:<34} {:<9} {:<8} {}", r.arch, r.aliases.join(","), r.native, qemu, inst);
+    }
+    println!("\nstore: {}", ctx.store.home.display());
+    Ok(())
+}

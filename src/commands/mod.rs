@@ -1,0 +1,37 @@
+//! One module per subcommand. They take parsed arguments, make decisions,
+//! call the lower layers and print results.
+
+mod binfmt;
+mod doctor;
+mod fetch;
+mod list;
+mod rm;
+mod run;
+
+use anyhow::Result;
+
+use crate::cli::Command;
+use crate::specs::Catalog;
+use crate::store::Store;
+use crate::ui::Ui;
+
+/// Shared by every command.
+pub struct Ctx {
+    pub catalog: Catalog,
+    pub store: Store,
+    pub ui: Ui,
+}
+
+/// Runs a subcommand and returns the process exit status.
+pub fn dispatch(cmd: Command, ui: Ui) -> Result<i32> {
+    let ctx = Ctx { catalog: Catalog::builtin()?, store: Store::at(Store::default_home()?), ui };
+    match cmd {
+        Command::Fetch(a) => fetch::fetch(&ctx, a).map(|_| 0),
+        Command::Run(a) => run::run(&ctx, a.arch, a.guest, a.cmd),
+        Command::Shell(a) => run::run(&ctx, a.arch, a.guest, vec!["/bin/sh".into(), "-l".into()]),
+        Command::List { json } => list::list(&ctx, json).map(|_| 0),
+        Command::Rm { targets } => rm::rm(&ctx, &targets).map(|_| 0),
+        Command::Binfmt(b) => binfmt::command(&ctx, b),
+        Command::Doctor { json } => doctor::doctor(&ctx, json),
+    }
+}

@@ -1,0 +1,38 @@
+//! User-facing errors: a one-line cause plus a hint that names the fix.
+//!
+//! Everything else in xroot uses `anyhow` with `.context(...)` naming the
+//! path, URL or arch involved. When a failure has a known remedy, the code
+//! raises a [`Hinted`] error; `main` prints its hint on a second line.
+
+use std::fmt;
+
+/// An error whose remedy we know. `Display` is the cause only; the hint is
+/// printed separately so the cause stays greppable.
+#[derive(Debug)]
+pub struct Hinted {
+    pub cause: String,
+    pub hint: String,
+}
+
+impl fmt::Display for Hinted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.cause)
+    }
+}
+
+impl std::error::Error for Hinted {}
+
+/// Build an `anyhow::Error` carrying a cause and a hint.
+pub fn hinted(cause: impl Into<String>, hint: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Hinted {
+        cause: cause.into(),
+        hint: hint.into(),
+    })
+}
+
+/// Finds the first hint in an error chain, if any.
+pub fn hint_of(err: &anyhow::Error) -> Option<&str> {
+    err.chain()
+        .find_map(|e| e.downcast_ref::<Hinted>())
+        .map(|h| h.hint.as_str())
+}

@@ -1,0 +1,347 @@
+//! `fetch`: resolve where a rootfs comes from, download it, verify it,
+//! unpack it and install it into the store atomically.
+//!
+//! Order matters for the guarantees in docs/security.md:
+//! 1. take the id's exclusive lock (concurrent fetches wait, then find it installed);
+//! 2. resolve the source and cross-check the index against the `.sha256` file
+//!    *before* downloading the tarball;
+//! 3. stream: hash + cache copy + decompress + extract into a staging dir;
+//! 4. verify hashes (a mismatch removes the staging dir and the cache copy);
+//! 5. check the tree really is of the arch asked for;
+//! 6. write the manifest, then `rename` the staging dir into place.
+
+pub mod stream;
+pub mod transport;
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::error::hinted;
+use crate::extract;
+use crate::specs::{Catalog, Source, Spec};
+use crate::store::{self, Installed, Manifest, RootfsId, Store};
+use crate::ui::Ui;
+
+pub const DEFAULT_MIRROR: &str = "https://dl-cdn.alpinelinux.org/alpine";
+
+/// Everything `fetch` needs to know.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub id: RootfsId,
+    /// Release branch override (`--branch`).
+    pub branch: Option<String>,
+    /// Alpine mirror (already resolved from `--mirror`/`$XROOT_MIRROR`).
+    pub mirror: String,
+    /// Bring-your-own tarball (`--from`) and its checksum (`--sha256`).
+    pub from: Option<String>,
+    pub sha256: Option<String>,
+    pub force: bool,
+    pub limits: extract::Limits,
+}
+
+/// A resolved download.
+#[derive(Debug, Clone)]
+struct Plan {
+    url: String,
+    file: String,
+    sha256: Option<String>,
+    sha512: Option<String>,
+    branch: String,
+    version: String,
+    mirror: String,
+}
+
+/// The mirror from `--mirror`, else `$XROOT_MIRROR`, else Alpine's CDN.
+pub fn mirror_from(arg: Option<&str>) -> String {
+    arg.map(str::to_string)
+        .or_else(|| std::env::var("XROOT_MIRROR").ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| DEFAULT_MIRROR.to_string())
+        .trim_end_matches('/')
+        .to_string()
+}
+
+/// Installs the rootfs for `req` unless it is already there.
+pub fn fetch(store: &Store, catalog: &Catalog, spec: &Spec, req: &Request, ui: Ui) -> Result<Installed> {
+    // Fast path: already installed, no lock needed to see it.
+    if !req.force {
+        if let Some(i) = store.get(&req.id)? {
+            ui.info(format!("{} is already installed ({}); use --force to fetch again", req.id, describe(&i.manifest)));
+            return Ok(i);
+        }
+    }
+    store.create()?;
+    let _lock = store.lock(&req.id, true, true)?;
+    // Another process may have installed it while we waited for the lock.
+    if !req.force {
+        if let Some(i) = store.get(&req.id)? {
+            ui.info(format!("{} was installed meanwhile by another xroot", req.id));
+            return Ok(i);
+        }
+    }
+    let transport = transport::Transport::new(transport::Config::from_env());
+    let plan = resolve(&transport, spec, req, ui)?;
+    let staging = store.staging(&req.id)?;
+    let result = install(store, catalog, spec, req, &plan, &transport, &staging, ui);
+    if result.is_err() {
+        // Nothing half-done: the staging tree goes; the store is as before.
+        let _ = extract::remove_tree(&staging);
+    }
+    result
+}
+
+fn describe(m: &Manifest) -> String {
+    if m.version.is_empty() { m.source.clone() } else { format!("version {}", m.version) }
+}
+
+/// Finds the tarball URL and its expected checksums.
+fn resolve(t: &transport::Transport, spec: &Spec, req: &Request, ui: Ui) -> Result<Plan> {
+    if let Some(from) = &req.from {
+        let sha256 = req.sha256.as_ref().map(|h| normalize_hex(h, 64, "--sha256")).transpose()?;
+        if sha256.is_none() {
+            ui.warn(format!("no --sha256 given: {from} is installed unverified"));
+        }
+        return Ok(Plan {
+            url: from.clone(),
+            file: from.rsplit('/').next().unwrap_or("rootfs.tar").to_string(),
+            sha256,
+            sha512: None,
+            branch: String::new(),
+            version: String::new(),
+            mirror: String::new(),
+        });
+    }
+    match &spec.source {
+        Source::Alpine { alpine_arch, branch } => {
+            let branch = req.branch.clone().unwrap_or_else(|| branch.clone());
+            let dir = format!("{}/{}/releases/{}", req.mirror, branch, alpine_arch);
+            let index_url = format!("{dir}/latest-releases.yaml");
+            ui.info(format!("resolving {index_url}"));
+            let yaml = t.get_text(&index_url, 1 << 20)?;
+            let rel = crate::mirror::pick_minirootfs(&yaml).with_context(|| format!("reading {index_url}"))?;
+            let url = format!("{dir}/{}", rel.file);
+            let sha256 = rel.sha256.clone().unwrap_or_default().to_ascii_lowercase();
+            // Cross-check the index with the checksum file beside the tarball.
+            let sums_url = format!("{url}.sha256");
+            match t.get_text_optional(&sums_url, 64 * 1024)? {
+                Some(text) => {
+                    let listed = crate::mirror::parse_checksum_file(&text, &rel.file, 64).with_context(|| format!("reading {sums_url}"))?;
+                    if listed != sha256 {
+                        bail!(hinted(
+                            format!("checksum mismatch for {}: {index_url} says sha256 {sha256}, {sums_url} says {listed}", rel.file),
+                            "the mirror is inconsistent or tampered with; try another --mirror",
+                        ));
+                    }
+                }
+                None => ui.warn(format!("{sums_url} is missing; verifying with the index's checksum alone")),
+            }
+            Ok(Plan {
+                url,
+                file: rel.file.clone(),
+                sha256: Some(sha256),
+                sha512: rel.sha512.map(|s| s.to_ascii_lowercase()),
+                branch: rel.branch.unwrap_or(branch),
+                version: rel.version.unwrap_or_default(),
+                mirror: req.mirror.clone(),
+            })
+        }
+        Source::Tarball { url, sha256, sha256_url, version } => {
+            let file = url.rsplit('/').next().unwrap_or("rootfs.tar").to_string();
+            let sha256 = match (sha256, sha256_url) {
+                (Some(h), _) => normalize_hex(h, 64, "spec sha256")?,
+                (None, Some(u)) => crate::mirror::parse_checksum_file(&t.get_text(u, 1 << 20)?, &file, 64).with_context(|| format!("reading {u}"))?,
+                (None, None) => bail!("spec {} has a tarball source without a checksum", spec.name),
+            };
+            Ok(Plan { url: url.clone(), file, sha256: Some(sha256), sha512: None, branch: String::new(), version: version.clone().unwrap_or_default(), mirror: String::new() })
+        }
+        Source::None { hint } => Err(hinted(format!("there is no known rootfs source for {}", spec.name), hint.clone())),
+    }
+}
+
+fn normalize_hex(h: &str, len: usize, what: &str) -> Result<String> {
+    crate::mirror::check_hex(h, len).map_err(|_| hinted(format!("{what} {h:?} is not a {len}-digit hex digest"), "pass the sha256 as printed by `sha256sum FILE`"))?;
+    Ok(h.to_ascii_lowercase())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn install(store: &Store, catalog: &Catalog, spec: &Spec, req: &Request, plan: &Plan, t: &transport::Transport, staging: &Path, ui: Ui) -> Result<Installed> {
+    let root = staging.join("root");
+    fs::create_dir(&root).with_context(|| format!("creating {}", root.display()))?;
+    let cache_part = store.cache_dir().join(format!("{}.part.{}", plan.file, std::process::id()));
+    let cache_final = store.cache_dir().join(&plan.file);
+    let copy = OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&cache_part).ok();
+
+    ui.info(format!("downloading {}", plan.url));
+    let body = t.get(&plan.url)?;
+    let bar = ui.bar(body.len, "fetch");
+    // A body may not run past its declared size by much; an undeclared one
+    // is capped at the unpack limit (compressed data is smaller than that).
+    let raw_limit = body.len.map(|l| l + 1).unwrap_or(req.limits.max_bytes);
+    let mut tee = stream::Tee::new(body.reader, plan.sha512.is_some(), copy, raw_limit, &bar);
+    let chown = nix::unistd::geteuid().is_root();
+    let opts = extract::Options { limits: req.limits.clone(), chown };
+    let unpacked = {
+        let mut buf = stream::buffered(&mut tee);
+        let r = match stream::decompress(&mut buf) {
+            Ok(Ok(reader)) => Some(extract::unpack(reader, &root, &opts, &mut |_| {})),
+            Ok(Err(kind)) => {
+                let _ = fs::remove_file(&cache_part);
+                bail!(hinted(format!("{} is {kind}-compressed, which this xroot build does not unpack", plan.url), "recompress it as .tar.gz: `{kind} -dc FILE | gzip > FILE.tar.gz`"));
+            }
+            Err(_) => None, // a read error; reported below from tee.source_error
+        };
+        r
+    };
+    // Hash everything, even after an extraction error: a checksum mismatch
+    // is the more useful message when the file is simply not the right one.
+    let _ = tee.drain();
+    bar.finish();
+    let source_error = tee.source_error.take();
+    let copy_ok = tee.copy_error.is_none();
+    let bytes = tee.bytes;
+    let (sha256, sha512) = tee.finish();
+    let cleanup = || {
+        let _ = fs::remove_file(&cache_part);
+    };
+    if let Some(e) = source_error {
+        cleanup();
+        let declared = body.len.map(|l| format!(" of {l}")).unwrap_or_default();
+        bail!(hinted(format!("download of {} failed after {bytes}{declared} bytes: {e}", plan.url), "try again; nothing was installed"));
+    }
+    if let Some(expected) = &plan.sha256 {
+        if &sha256 != expected {
+            cleanup();
+            bail!(hinted(
+                format!("sha256 mismatch for {}: expected {expected}, got {sha256}", plan.url),
+                "the download is corrupt or was tampered with; nothing was installed. Try again or use another mirror",
+            ));
+        }
+    }
+    if let (Some(expected), Some(actual)) = (&plan.sha512, &sha512) {
+        if expected != actual {
+            cleanup();
+            bail!(hinted(format!("sha512 mismatch for {}: expected {expected}, got {actual}", plan.url), "the download is corrupt or was tampered with; nothing was installed"));
+        }
+    }
+    let report = match unpacked {
+        Some(Ok(r)) => r,
+        Some(Err(e)) => {
+            cleanup();
+            return Err(hinted(format!("unpacking {}: {e}", plan.url), extract_hint(&e)));
+        }
+        None => {
+            cleanup();
+            bail!("reading {} failed", plan.url);
+        }
+    };
+    check_arch(catalog, spec, &root).inspect_err(|_| cleanup())?;
+    prepare_mountpoints(&root)?;
+    for (p, why) in report.skipped.iter().take(5) {
+        ui.info(format!("skipped {}: {why}", p.display()));
+    }
+    let owners_recorded = !report.owners.is_empty();
+    if owners_recorded {
+        let mut text = String::from("# path\tuid\tgid\tmode (ownership and modes not applied on the host)\n");
+        for o in &report.owners {
+            text.push_str(&format!("{}\t{}\t{}\t{:o}\n", o.path.display(), o.uid, o.gid, o.mode));
+        }
+        fs::write(staging.join("owners.tsv"), text).with_context(|| format!("writing {}", staging.join("owners.tsv").display()))?;
+    }
+    let kept = copy_ok && fs::rename(&cache_part, &cache_final).is_ok();
+    if !kept {
+        cleanup();
+    }
+    let manifest = Manifest {
+        arch: spec.name.clone(),
+        name: req.id.name.clone(),
+        branch: plan.branch.clone(),
+        version: plan.version.clone(),
+        sha256,
+        source: plan.url.clone(),
+        mirror: plan.mirror.clone(),
+        installed_at: store::now_rfc3339(),
+        tarball: kept.then(|| cache_final.clone()),
+        owners_recorded,
+    };
+    let mf = staging.join("manifest.toml");
+    fs::write(&mf, toml::to_string(&manifest).context("encoding manifest")?).with_context(|| format!("writing {}", mf.display()))?;
+    store.commit(&req.id, staging)?;
+    ui.info(format!("installed {} ({} files, {} MB) in {}", req.id, report.entries, report.bytes / 1_000_000, store.path_of(&req.id).display()));
+    store.get(&req.id)?.context("the rootfs vanished right after installing it")
+}
+
+fn extract_hint(e: &extract::ExtractError) -> String {
+    let s = e.to_string();
+    if s.contains("limit") {
+        "raise the limit with --max-size BYTES (or XROOT_MAX_UNPACKED) if this archive is legitimate".into()
+    } else {
+        "the archive is damaged or hostile; nothing was installed".into()
+    }
+}
+
+/// Refuses a tree whose `/bin/busybox` or `/bin/sh` is not for `spec`.
+pub fn check_arch(catalog: &Catalog, spec: &Spec, root: &Path) -> Result<()> {
+    let Some((path, header)) = shell_header(root) else {
+        bail!(hinted(format!("{} has no /bin/sh or /bin/busybox ELF binary", root.display()), "this does not look like a Linux root filesystem"));
+    };
+    let matched = catalog.matching(&header);
+    if matched.iter().any(|s| s.qemu == spec.qemu) {
+        return Ok(());
+    }
+    let found = matched.first().map(|s| s.name.as_str()).unwrap_or("an unknown architecture");
+    Err(hinted(
+        format!("{} is for {found}, not {}", path.display(), spec.name),
+        format!("this rootfs is not a {} system; fetch it as `{found}`, or pick the right tarball", spec.name),
+    ))
+}
+
+/// Reads the ELF header of the tree's shell, resolving symlinks inside the
+/// tree only (an absolute link target is taken relative to `root`).
+pub fn shell_header(root: &Path) -> Option<(PathBuf, Vec<u8>)> {
+    for start in ["bin/busybox", "bin/sh", "usr/bin/busybox", "bin/bash"] {
+        let mut rel = PathBuf::from(start);
+        for _ in 0..8 {
+            let p = root.join(&rel);
+            let Ok(meta) = fs::symlink_metadata(&p) else { break };
+            if meta.file_type().is_symlink() {
+                let Ok(target) = fs::read_link(&p) else { break };
+                rel = if target.is_absolute() {
+                    target.strip_prefix("/").ok()?.to_path_buf()
+                } else {
+                    rel.parent().unwrap_or(Path::new("")).join(target)
+                };
+                if rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+                    break;
+                }
+                continue;
+            }
+            if meta.is_file() {
+                let h = crate::elf::read_header(&p, 64).ok()?;
+                if h.starts_with(b"\x7fELF") {
+                    return Some((PathBuf::from("/").join(&rel), h));
+                }
+            }
+            break;
+        }
+    }
+    None
+}
+
+/// Creates what the sandbox mounts onto, so that entering the rootfs later
+/// never has to change it: `/etc/resolv.conf` (Alpine's minirootfs has
+/// none) and the `proc`, `sys`, `dev`, `tmp` directories.
+fn prepare_mountpoints(root: &Path) -> Result<()> {
+    for d in ["proc", "sys", "dev", "tmp", "etc"] {
+        let p = root.join(d);
+        if fs::symlink_metadata(&p).is_err() {
+            fs::create_dir(&p).with_context(|| format!("creating {}", p.display()))?;
+        }
+    }
+    let rc = root.join("etc/resolv.conf");
+    if fs::symlink_metadata(&rc).is_err() {
+        File::create(&rc).with_context(|| format!("creating {}", rc.display()))?;
+    }
+    Ok(())
+}

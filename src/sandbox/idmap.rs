@@ -1,0 +1,145 @@
+//! User and group id maps for the user namespace every guest runs in.
+//!
+//! - root: the identity map over the whole id range, so files keep their
+//!   real owners and the host's root is the guest's root;
+//! - a user with a subordinate range in /etc/subuid and /etc/subgid and the
+//!   setuid `newuidmap`/`newgidmap` helpers: 0 → the user, 1..=N → the range
+//!   (as podman does), so `chown`, `adduser` and `apk` work with real ids;
+//! - any other user: 0 → the user only (`setgroups` denied first, as the
+//!   kernel requires for an unprivileged gid map).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+/// A subordinate id range from /etc/subuid or /etc/subgid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Range {
+    pub start: u64,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdMap {
+    Identity,
+    Single { uid: u32, gid: u32 },
+    Subordinate { uid: u32, gid: u32, subuid: Range, subgid: Range, newuidmap: PathBuf, newgidmap: PathBuf },
+}
+
+impl IdMap {
+    /// Picks the richest map this caller can have.
+    pub fn for_caller() -> IdMap {
+        let uid = nix::unistd::geteuid().as_raw();
+        let gid = nix::unistd::getegid().as_raw();
+        if uid == 0 {
+            return IdMap::Identity;
+        }
+        subordinate(uid, gid).unwrap_or(IdMap::Single { uid, gid })
+    }
+
+    /// Whether guest ids other than 0 map to real host ids.
+    pub fn is_full(&self) -> bool {
+        !matches!(self, IdMap::Single { .. })
+    }
+
+    /// Whether gid `g` (inside) is mapped.
+    pub fn maps_gid(&self, g: u64) -> bool {
+        match self {
+            IdMap::Identity => true,
+            IdMap::Single { .. } => g == 0,
+            IdMap::Subordinate { subgid, .. } => g == 0 || g <= subgid.count,
+        }
+    }
+
+    /// Writes the maps for process `pid` (which has just created its user
+    /// namespace and waits for us).
+    pub fn apply(&self, pid: i32) -> Result<()> {
+        let proc = PathBuf::from(format!("/proc/{pid}"));
+        match self {
+            IdMap::Identity => {
+                write(&proc.join("uid_map"), "0 0 4294967295\n")?;
+                write(&proc.join("gid_map"), "0 0 4294967295\n")
+            }
+            IdMap::Single { uid, gid } => {
+                write(&proc.join("uid_map"), &format!("0 {uid} 1\n"))?;
+                write(&proc.join("setgroups"), "deny")?;
+                write(&proc.join("gid_map"), &format!("0 {gid} 1\n"))
+            }
+            IdMap::Subordinate { uid, gid, subuid, subgid, newuidmap, newgidmap } => {
+                helper(newuidmap, pid, *uid, subuid)?;
+                helper(newgidmap, pid, *gid, subgid)
+            }
+        }
+    }
+}
+
+fn write(p: &Path, s: &str) -> Result<()> {
+    fs::write(p, s).with_context(|| format!("writing {:?} to {}", s.trim(), p.display()))
+}
+
+fn helper(tool: &Path, pid: i32, id: u32, r: &Range) -> Result<()> {
+    let out = Command::new(tool)
+        .args([pid.to_string(), "0".into(), id.to_string(), "1".into(), "1".into(), r.start.to_string(), r.count.to_string()])
+        .output()
+        .with_context(|| format!("running {}", tool.display()))?;
+    if !out.status.success() {
+        bail!("{} failed: {}", tool.display(), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
+/// The subordinate map for this user, if the helpers and ranges exist.
+pub fn subordinate(uid: u32, gid: u32) -> Option<IdMap> {
+    let newuidmap = which("newuidmap")?;
+    let newgidmap = which("newgidmap")?;
+    let name = user_name(uid);
+    let subuid = find_range(&fs::read_to_string("/etc/subuid").ok()?, uid, name.as_deref())?;
+    let subgid = find_range(&fs::read_to_string("/etc/subgid").ok()?, uid, name.as_deref())?;
+    Some(IdMap::Subordinate { uid, gid, subuid, subgid, newuidmap, newgidmap })
+}
+
+/// Finds the first range for a user, by name or numeric uid
+/// (`name:start:count` lines; capped at 65535 ids, enough for any distro).
+pub fn find_range(text: &str, uid: u32, name: Option<&str>) -> Option<Range> {
+    text.lines().find_map(|l| {
+        let mut f = l.trim().split(':');
+        let who = f.next()?;
+        let start: u64 = f.next()?.trim().parse().ok()?;
+        let count: u64 = f.next()?.trim().parse().ok()?;
+        let matches = Some(who) == name || who.parse::<u32>().ok() == Some(uid);
+        (matches && count > 0).then_some(Range { start, count: count.min(65535) })
+    })
+}
+
+pub fn user_name(uid: u32) -> Option<String> {
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok().flatten().map(|u| u.name)
+}
+
+pub fn which(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let found = path.split(':').chain(["/usr/bin", "/usr/sbin", "/bin"]).map(|d| Path::new(d).join(tool)).find(|p| p.is_file());
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        let t = "alice:100000:65536\n1001:200000:1000\nbob:0:0\n";
+        assert_eq!(find_range(t, 1000, Some("alice")), Some(Range { start: 100000, count: 65535 }));
+        assert_eq!(find_range(t, 1001, Some("carol")), Some(Range { start: 200000, count: 1000 }));
+        assert_eq!(find_range(t, 1002, Some("bob")), None);
+        assert_eq!(find_range("garbage\n", 1, None), None);
+    }
+
+    #[test]
+    fn gid_mapping() {
+        assert!(IdMap::Identity.maps_gid(5));
+        assert!(!IdMap::Single { uid: 1, gid: 1 }.maps_gid(5));
+        assert!(IdMap::Single { uid: 1, gid: 1 }.maps_gid(0));
+    }
+}

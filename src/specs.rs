@@ -1,0 +1,329 @@
+//! Architecture specs: what xroot knows about each CPU architecture.
+//!
+//! One TOML file per arch lives in `rootfs-specs/` and is embedded at build
+//! time (see `build.rs`). This module is pure: parsing, alias resolution,
+//! ELF-header matching. Nothing here touches the OS, so all of it is unit
+//! tested. The format is documented in `docs/spec-format.md`.
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+use crate::error::hinted;
+
+include!(concat!(env!("OUT_DIR"), "/specs.rs"));
+
+/// One architecture.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    /// Canonical name, as used on the command line and in the store.
+    pub name: String,
+    /// Other names users type for it (`arm64`, `amd64`, `ppc64el`, ...).
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    pub description: String,
+    /// What `uname -m` reports inside the guest.
+    pub uname: String,
+    /// qemu-user target name: the emulator is `qemu-<qemu>-static`.
+    pub qemu: String,
+    pub binfmt: Magic,
+    pub source: Source,
+}
+
+/// The binfmt_misc magic and mask (offset 0), as qemu's own
+/// `scripts/qemu-binfmt-conf.sh` defines them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, try_from = "RawMagic")]
+pub struct Magic {
+    pub magic: Vec<u8>,
+    pub mask: Vec<u8>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMagic {
+    magic: String,
+    mask: String,
+}
+
+impl TryFrom<RawMagic> for Magic {
+    type Error = String;
+    fn try_from(raw: RawMagic) -> Result<Self, String> {
+        let magic = decode_hex(&raw.magic).map_err(|e| format!("binfmt.magic: {e}"))?;
+        let mask = decode_hex(&raw.mask).map_err(|e| format!("binfmt.mask: {e}"))?;
+        if magic.len() != mask.len() {
+            return Err(format!(
+                "binfmt.magic is {} bytes but binfmt.mask is {}; they must be the same length",
+                magic.len(),
+                mask.len()
+            ));
+        }
+        if magic.len() < 20 || magic.len() > 128 {
+            return Err(format!(
+                "binfmt.magic is {} bytes; it must cover the ELF header up to e_machine (20..=128 bytes)",
+                magic.len()
+            ));
+        }
+        Ok(Magic { magic, mask })
+    }
+}
+
+impl Magic {
+    /// Does a file starting with `header` match, as the kernel tests it
+    /// (the mask applies to both sides: qemu's masks clear bits the magic sets).
+    pub fn matches(&self, header: &[u8]) -> bool {
+        header.len() >= self.magic.len()
+            && self
+                .magic
+                .iter()
+                .zip(&self.mask)
+                .zip(header)
+                .all(|((m, k), h)| h & k == m & k)
+    }
+}
+
+/// Where a rootfs for this arch comes from by default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Source {
+    /// An Alpine release: `{mirror}/{branch}/releases/{alpine_arch}/latest-releases.yaml`.
+    Alpine {
+        alpine_arch: String,
+        #[serde(default = "default_branch")]
+        branch: String,
+    },
+    /// A plain tarball with a pinned checksum, or a checksum file to read it from.
+    Tarball {
+        url: String,
+        #[serde(default)]
+        sha256: Option<String>,
+        #[serde(default)]
+        sha256_url: Option<String>,
+        #[serde(default)]
+        version: Option<String>,
+    },
+    /// No known source: the user brings their own (`--from`); `hint` says where to look.
+    None { hint: String },
+}
+
+fn default_branch() -> String {
+    "latest-stable".into()
+}
+
+/// All known architectures.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    specs: Vec<Spec>,
+}
+
+impl Catalog {
+    /// The specs compiled into this binary.
+    pub fn builtin() -> Result<Catalog> {
+        Catalog::parse(EMBEDDED_SPECS)
+    }
+
+    /// Parses and cross-checks a set of spec files.
+    pub fn parse(files: &[(&str, &str)]) -> Result<Catalog> {
+        let mut specs = Vec::with_capacity(files.len());
+        for (file, text) in files {
+            let spec: Spec =
+                toml::from_str(text).with_context(|| format!("rootfs-specs/{file} is invalid"))?;
+            if file.strip_suffix(".toml") != Some(spec.name.as_str()) {
+                bail!("rootfs-specs/{file} names arch {:?}; the file must be named after it", spec.name);
+            }
+            if let Source::Tarball { sha256: None, sha256_url: None, .. } = &spec.source {
+                bail!("rootfs-specs/{file}: a tarball source needs sha256 or sha256_url");
+            }
+            specs.push(spec);
+        }
+        let mut seen = std::collections::HashMap::new();
+        for s in &specs {
+            for n in std::iter::once(&s.name).chain(&s.aliases) {
+                if let Some(other) = seen.insert(n.to_ascii_lowercase(), s.name.clone()) {
+                    bail!("name {n:?} is used by both {other} and {}", s.name);
+                }
+            }
+        }
+        specs.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Catalog { specs })
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Spec> {
+        self.specs.iter()
+    }
+
+    /// Finds an arch by name or alias (case-insensitive).
+    pub fn find(&self, name: &str) -> Option<&Spec> {
+        let name = name.to_ascii_lowercase();
+        self.specs
+            .iter()
+            .find(|s| s.name == name || s.aliases.iter().any(|a| a.to_ascii_lowercase() == name))
+    }
+
+    /// Like [`find`](Self::find), but an unknown name is an error that lists
+    /// the known arches and suggests the closest one.
+    pub fn resolve(&self, name: &str) -> Result<&Spec> {
+        if let Some(s) = self.find(name) {
+            return Ok(s);
+        }
+        let known: Vec<&str> = self.specs.iter().map(|s| s.name.as_str()).collect();
+        let hint = match self.closest(name) {
+            Some(c) => format!("did you mean '{c}'? Known arches: {}", known.join(", ")),
+            None => format!("known arches: {} (see `xroot list`)", known.join(", ")),
+        };
+        Err(hinted(format!("unknown architecture '{name}'"), hint))
+    }
+
+    fn closest(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.specs
+            .iter()
+            .flat_map(|s| std::iter::once(&s.name).chain(&s.aliases).map(move |n| (n, &s.name)))
+            .map(|(n, canon)| (strsim::damerau_levenshtein(&name, n), canon))
+            .filter(|(d, _)| *d <= 3)
+            .min_by_key(|(d, _)| *d)
+            .map(|(_, canon)| canon.as_str())
+    }
+
+    /// The arches whose binfmt magic matches this ELF header. Several arches
+    /// share one qemu target (armhf, armv7, armel), so this can be more than one.
+    pub fn matching(&self, header: &[u8]) -> Vec<&Spec> {
+        self.specs.iter().filter(|s| s.binfmt.matches(header)).collect()
+    }
+
+    /// One spec per qemu target (the first by name), for registering handlers.
+    pub fn qemu_targets(&self) -> Vec<&Spec> {
+        let mut out: Vec<&Spec> = Vec::new();
+        for s in &self.specs {
+            if !out.iter().any(|o| o.qemu == s.qemu) {
+                out.push(s);
+            }
+        }
+        out
+    }
+}
+
+/// Decodes a hex string, allowing spaces and `\x` prefixes for readability.
+pub fn decode_hex(s: &str) -> Result<Vec<u8>, String> {
+    let clean: String = s.replace("\\x", "").chars().filter(|c| !c.is_whitespace()).collect();
+    if clean.len() % 2 != 0 {
+        return Err(format!("odd number of hex digits in {s:?}"));
+    }
+    (0..clean.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&clean[i..i + 2], 16).map_err(|_| format!("not hex: {s:?}")))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn shared() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared")
+    }
+
+    fn header(path: &std::path::Path) -> Vec<u8> {
+        let data = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        data[..64.min(data.len())].to_vec()
+    }
+
+    #[test]
+    fn builtin_specs_parse() {
+        let c = Catalog::builtin().unwrap();
+        assert!(c.iter().count() >= 16);
+        for name in ["aarch64", "armhf", "armv7", "x86", "x86_64", "ppc64le", "s390x", "riscv64"] {
+            assert!(matches!(c.find(name).unwrap().source, Source::Alpine { .. }), "{name}");
+        }
+    }
+
+    #[test]
+    fn aliases_resolve() {
+        let c = Catalog::builtin().unwrap();
+        for (alias, canon) in [
+            ("arm64", "aarch64"),
+            ("amd64", "x86_64"),
+            ("i386", "x86"),
+            ("i686", "x86"),
+            ("ppc64el", "ppc64le"),
+            ("armv7l", "armv7"),
+            ("ARM64", "aarch64"),
+            ("powerpc", "ppc"),
+        ] {
+            assert_eq!(c.resolve(alias).unwrap().name, canon, "{alias}");
+        }
+    }
+
+    #[test]
+    fn unknown_arch_suggests_closest() {
+        let c = Catalog::builtin().unwrap();
+        let err = c.resolve("aarch46").unwrap_err();
+        assert_eq!(err.to_string(), "unknown architecture 'aarch46'");
+        let hint = crate::error::hint_of(&err).unwrap();
+        assert!(hint.starts_with("did you mean 'aarch64'?"), "{hint}");
+        assert!(hint.contains("riscv64"), "{hint}");
+        let err = c.resolve("vax").unwrap_err();
+        assert!(crate::error::hint_of(&err).unwrap().starts_with("known arches:"));
+    }
+
+    #[test]
+    fn bad_specs_are_rejected() {
+        let good = include_str!("../rootfs-specs/aarch64.toml");
+        assert!(Catalog::parse(&[("aarch64.toml", good)]).is_ok());
+        assert!(Catalog::parse(&[("arm64.toml", good)]).is_err(), "file name must match");
+        let short = good.replace("0200b700\"", "0200\"");
+        assert!(Catalog::parse(&[("aarch64.toml", &short)]).is_err(), "length mismatch");
+        let dup = Catalog::parse(&[("aarch64.toml", good), ("x.toml", &good.replace("name = \"aarch64\"", "name = \"x\""))]);
+        assert!(dup.is_err(), "duplicate aliases");
+    }
+
+    /// Each qemu target's magic matches the probe built for that target and
+    /// no probe of any other target.
+    #[test]
+    fn magic_matches_probe_binaries_of_own_target_only() {
+        let c = Catalog::builtin().unwrap();
+        let dir = shared().join("fixtures/probe/bin");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let probe_target = path.file_name().unwrap().to_str().unwrap().to_string();
+            // The armel probe runs under qemu-arm, like armhf/armv7.
+            let target = if probe_target == "armel" { "arm".to_string() } else { probe_target };
+            let hdr = header(&path);
+            let matched: Vec<&str> = c.matching(&hdr).iter().map(|s| s.qemu.as_str()).collect();
+            assert!(!matched.is_empty(), "no spec matches probe {}", path.display());
+            assert!(matched.iter().all(|q| *q == target), "probe {} matched {matched:?}", path.display());
+            checked += 1;
+        }
+        assert_eq!(checked, 14);
+    }
+
+    /// The magic also matches the busybox of each real Alpine minirootfs
+    /// in the shared mirror (read straight out of the tarball).
+    #[test]
+    fn magic_matches_alpine_busybox() {
+        let c = Catalog::builtin().unwrap();
+        let mirror = shared().join("alpine-mirror/v3.20/releases");
+        for spec in c.iter() {
+            let Source::Alpine { alpine_arch, .. } = &spec.source else { continue };
+            let tgz = mirror.join(alpine_arch).join(format!("alpine-minirootfs-3.20.3-{alpine_arch}.tar.gz"));
+            if !tgz.exists() {
+                continue; // loongarch64, mips64: not in the shared mirror
+            }
+            let file = std::fs::File::open(&tgz).unwrap();
+            let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(file));
+            let mut hdr = Vec::new();
+            for e in ar.entries().unwrap() {
+                let mut e = e.unwrap();
+                if e.path().unwrap().ends_with("bin/busybox") {
+                    use std::io::Read;
+                    e.by_ref().take(64).read_to_end(&mut hdr).unwrap();
+                    break;
+                }
+            }
+            let matched: Vec<&str> = c.matching(&hdr).iter().map(|s| s.qemu.as_str()).collect();
+            assert!(!matched.is_empty() && matched.iter().all(|q| *q == spec.qemu), "{}: {matched:?}", spec.name);
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! Messages and progress on stderr. A progress bar when stderr is a
+//! terminal; plain one-line messages otherwise (CI logs, pipes); nothing
+//! but errors with `--quiet`.
+
+use std::io::IsTerminal;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Debug, Clone, Copy)]
+pub struct Ui {
+    pub quiet: bool,
+    pub tty: bool,
+}
+
+impl Ui {
+    pub fn new(quiet: bool) -> Ui {
+        Ui { quiet, tty: std::io::stderr().is_terminal() }
+    }
+
+    /// A one-line status message.
+    pub fn info(&self, msg: impl AsRef<str>) {
+        if !self.quiet {
+            eprintln!("xroot: {}", msg.as_ref());
+        }
+    }
+
+    /// A warning is shown even with `--quiet`: it reports something the
+    /// user should act on.
+    pub fn warn(&self, msg: impl AsRef<str>) {
+        eprintln!("xroot: warning: {}", msg.as_ref());
+    }
+
+    /// A byte-count progress bar (hidden unless stderr is a terminal).
+    pub fn bar(&self, len: Option<u64>, msg: &str) -> Bar {
+        if self.quiet || !self.tty {
+            return Bar(None);
+        }
+        let pb = match len {
+            Some(n) => ProgressBar::new(n),
+            None => ProgressBar::new_spinner(),
+        };
+        let style = ProgressStyle::with_template("{msg:>12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}")
+            .map(|s| s.progress_chars("=> "))
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
+        pb.set_style(style);
+        pb.set_message(msg.to_string());
+        Bar(Some(pb))
+    }
+}
+
+/// A progress bar, or nothing.
+pub struct Bar(Option<ProgressBar>);
+
+impl Bar {
+    pub fn hidden() -> Bar {
+        Bar(None)
+    }
+
+    pub fn inc(&self, n: u64) {
+        if let Some(b) = &self.0 {
+            b.inc(n);
+        }
+    }
+    pub fn finish(&self) {
+        if let Some(b) = &self.0 {
+            b.finish_and_clear();
+        }
+    }
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}

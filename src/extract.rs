@@ -74,6 +74,7 @@ impl Default for Limits {
     }
 }
 
+/// How to unpack. The default is right for a non-root caller.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
     pub limits: Limits,
@@ -83,6 +84,8 @@ pub struct Options {
     pub chown: bool,
 }
 
+/// What [`unpack`] did, including what it deliberately did not do, so the
+/// caller can log it and store owners it could not apply.
 #[derive(Debug, Clone, Default)]
 pub struct Report {
     /// Tar entries seen, of any type.
@@ -118,7 +121,10 @@ pub enum ExtractError {
     /// The tar stream itself is bad: checksum mismatch, truncation, or a gzip
     /// error surfacing through the reader.
     #[error("archive is corrupt or truncated{}: {err}", at_entry(.path))]
-    Corrupt { path: Option<PathBuf>, err: io::Error },
+    Corrupt {
+        path: Option<PathBuf>,
+        err: io::Error,
+    },
     #[error("archive is empty")]
     Empty,
     /// An entry breaks a safety rule, so we trust nothing else in the archive.
@@ -165,12 +171,17 @@ trait At<T> {
 impl<T, E: Into<io::Error>> At<T> for Result<T, E> {
     fn at(self, op: &'static str, path: &Path) -> Result<T, ExtractError> {
         let path = path.to_owned();
-        self.map_err(|e| ExtractError::Io { op, path, err: e.into() })
+        self.map_err(|e| ExtractError::Io {
+            op,
+            path,
+            err: e.into(),
+        })
     }
 }
 
-/// Unpacks the decompressed tar stream `archive` into `dest`, an existing empty
-/// directory, following the rules in the module docs.
+/// Unpacks the decompressed tar stream `archive` into `dest`, following the
+/// rules in the module docs. `dest` must be an existing empty directory (not a
+/// symlink): hard links may only point at what this archive already put there.
 ///
 /// `progress` is called with the number of file-content bytes just written (a
 /// delta; the sum equals [`Report::bytes`]). Bytes written rather than archive
@@ -182,7 +193,10 @@ pub fn unpack<R: Read>(
     progress: &mut dyn FnMut(u64),
 ) -> Result<Report, ExtractError> {
     let budget = Rc::new(Cell::new(0));
-    let inner = Metered { inner: archive, budget: Rc::clone(&budget) };
+    let inner = Metered {
+        inner: archive,
+        budget: Rc::clone(&budget),
+    };
     let mut archive = tar::Archive::new(inner);
     let mut x = Extractor {
         root: open_owned(None, dest, DIR).at("open", dest)?,
@@ -250,8 +264,13 @@ const DIR: OFlag = OFlag::O_RDONLY
     .union(OFlag::O_NOFOLLOW)
     .union(OFlag::O_CLOEXEC);
 
-/// `openat` (or `open` when `dir` is `None`) returning an owned fd.
-fn open_owned(dir: Option<RawFd>, path: &(impl AsRef<OsStr> + ?Sized), flags: OFlag) -> nix::Result<OwnedFd> {
+/// `openat` (or `open` when `dir` is `None`) returning an owned fd. The 0600
+/// only matters with `O_CREAT`: files stay private until their mode is set.
+fn open_owned(
+    dir: Option<RawFd>,
+    path: &(impl AsRef<OsStr> + ?Sized),
+    flags: OFlag,
+) -> nix::Result<OwnedFd> {
     let path = path.as_ref();
     let fd = match dir {
         Some(dir) => openat(Some(dir), path, flags, Mode::from_bits_truncate(0o600))?,
@@ -300,7 +319,13 @@ fn timespec(secs: u64) -> TimeSpec {
 
 /// Sets owner (if any), then mode, then mtime on an open file or directory.
 /// chown comes first because it clears setuid/setgid.
-fn apply(fd: &OwnedFd, ids: Option<(Uid, Gid)>, mode: u32, mtime: u64, rel: &Path) -> Result<(), ExtractError> {
+fn apply(
+    fd: &OwnedFd,
+    ids: Option<(Uid, Gid)>,
+    mode: u32,
+    mtime: u64,
+    rel: &Path,
+) -> Result<(), ExtractError> {
     if let Some((uid, gid)) = ids {
         fchown(fd.as_raw_fd(), Some(uid), Some(gid)).at("chown", rel)?;
     }
@@ -380,7 +405,10 @@ impl Extractor<'_> {
         progress: &mut dyn FnMut(u64),
     ) -> Result<(), ExtractError> {
         let limit = self.opts.limits.max_bytes;
-        let too_large = || ExtractError::TooLarge { path: rel.to_owned(), limit };
+        let too_large = || ExtractError::TooLarge {
+            path: rel.to_owned(),
+            limit,
+        };
         // A bomb declares its size up front: refuse before writing a byte.
         let size = entry.size();
         if self.report.bytes.saturating_add(size) > limit {
@@ -388,7 +416,9 @@ impl Extractor<'_> {
         }
         let (dir, name) = self.parent(rel)?;
         let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_WRONLY;
-        let fd = self.place(&dir, name, rel, |d| open_owned(Some(d), name, flags | OFlag::O_CLOEXEC))?;
+        let fd = self.place(&dir, name, rel, |d| {
+            open_owned(Some(d), name, flags | OFlag::O_CLOEXEC)
+        })?;
         let mut file = File::from(fd);
         let mut written = 0u64;
         loop {
@@ -425,7 +455,8 @@ impl Extractor<'_> {
             // never an owner, and keep it usable by the caller.
             let mode = (meta.mode & 0o1777) | 0o700;
             let (ids, mtime) = (None, meta.mtime);
-            self.dirs.insert(PathBuf::new(), DirMeta { mode, ids, mtime });
+            self.dirs
+                .insert(PathBuf::new(), DirMeta { mode, ids, mtime });
             return Ok(());
         }
         let (dir, name) = self.parent(rel)?;
@@ -435,7 +466,8 @@ impl Extractor<'_> {
             self.place(&dir, name, rel, |d| mkdirat(Some(d), name, mode))?;
         }
         let (mode, ids, mtime) = (self.mode_for(meta, false), self.ids(meta, rel)?, meta.mtime);
-        self.dirs.insert(rel.to_owned(), DirMeta { mode, ids, mtime });
+        self.dirs
+            .insert(rel.to_owned(), DirMeta { mode, ids, mtime });
         self.record(rel, meta, Some(mode));
         Ok(())
     }
@@ -452,7 +484,8 @@ impl Extractor<'_> {
             fchownat(d, name, Some(uid), Some(gid), nofollow).at("chown", rel)?;
         }
         let (omit, mtime) = (TimeSpec::UTIME_OMIT, timespec(meta.mtime));
-        utimensat(d, name, &omit, &mtime, UtimensatFlags::NoFollowSymlink).at("set mtime of", rel)?;
+        utimensat(d, name, &omit, &mtime, UtimensatFlags::NoFollowSymlink)
+            .at("set mtime of", rel)?;
         self.record(rel, meta, None);
         Ok(())
     }
@@ -465,18 +498,24 @@ impl Extractor<'_> {
         if target == rel {
             return Ok(()); // A link to itself: replacing it would delete it.
         }
-        let tname = target.file_name().ok_or_else(|| refused(rel, what("is the archive root")))?;
+        let tname = target
+            .file_name()
+            .ok_or_else(|| refused(rel, what("is the archive root")))?;
         let tdir_rel = target.parent().unwrap_or(Path::new(""));
         let tdir = self.open_dir(tdir_rel, false, rel, "hard link target ")?;
         match lstat_at(tdir.as_raw_fd(), tname) {
-            Ok(st) if is_type(&st, libc::S_IFDIR) => return Err(refused(rel, what("is a directory"))),
+            Ok(st) if is_type(&st, libc::S_IFDIR) => {
+                return Err(refused(rel, what("is a directory")))
+            }
             Ok(_) => {}
             Err(Errno::ENOENT) => return Err(refused(rel, what("was not extracted before it"))),
             Err(e) => return Err(e).at("inspect", &target),
         }
         let (dir, name) = self.parent(rel)?;
         let old = Some(tdir.as_raw_fd());
-        self.place(&dir, name, rel, |d| linkat(old, tname, Some(d), name, AtFlags::empty()))
+        self.place(&dir, name, rel, |d| {
+            linkat(old, tname, Some(d), name, AtFlags::empty())
+        })
     }
 
     /// Gives directories their modes, owners and mtimes once everything under
@@ -504,7 +543,13 @@ impl Extractor<'_> {
     /// Opens `rel_dir` one component at a time from `dest` with `O_NOFOLLOW`,
     /// so no symlink anywhere in the path is followed, whatever races or
     /// earlier entries did. `label` prefixes refusal reasons.
-    fn open_dir(&self, rel_dir: &Path, create: bool, entry: &Path, label: &str) -> Result<OwnedFd, ExtractError> {
+    fn open_dir(
+        &self,
+        rel_dir: &Path,
+        create: bool,
+        entry: &Path,
+        label: &str,
+    ) -> Result<OwnedFd, ExtractError> {
         let mut cur = self.root.try_clone().at("open", entry)?;
         let mut prefix = PathBuf::new();
         for comp in rel_dir.components() {
@@ -602,7 +647,12 @@ impl Extractor<'_> {
         let owner_lost = !self.opts.chown && (meta.uid != 0 || meta.gid != 0);
         if owner_lost || applied.is_some_and(|mode| mode != meta.mode) {
             let (path, uid, gid, mode) = (rel.to_owned(), meta.uid, meta.gid, meta.mode);
-            self.report.owners.push(OwnerRecord { path, uid, gid, mode });
+            self.report.owners.push(OwnerRecord {
+                path,
+                uid,
+                gid,
+                mode,
+            });
         }
     }
 }
@@ -626,7 +676,11 @@ pub fn remove_tree(path: &Path) -> io::Result<()> {
     };
     // The caller's own path prefix may go through symlinks; only `name` and
     // what is under it are treated as untrusted.
-    match open_owned(None, parent, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC) {
+    match open_owned(
+        None,
+        parent,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+    ) {
         Ok(parent) => remove_at(parent.as_raw_fd(), name),
         Err(Errno::ENOENT) => Ok(()),
         Err(e) => Err(e.into()),
@@ -805,22 +859,21 @@ mod tests {
 
     #[test]
     fn absolute_paths_are_rerooted() {
+        // Absolute names point into the sandbox, so a regression cannot touch
+        // the real system.
         let sb = Sandbox::new();
         let abs = sb.outside().join("abs-target");
         let abs = abs.to_str().unwrap();
         let tar = Tar::new()
             .file(abs, 0o644, b"inside")
-            .file("/etc/xroot-test", 0o644, b"e")
+            .dir("/", 0o755)
+            .file("//./twice//slashed", 0o644, b"s")
             .bytes();
         sb.unpack(&tar).unwrap();
-        assert!(!Path::new(abs).exists());
-        assert!(!Path::new("/etc/xroot-test").exists());
-        assert_eq!(
-            fs::read(sb.dest.join(abs.trim_start_matches('/'))).unwrap(),
-            b"inside"
-        );
-        assert_eq!(fs::read(sb.p("etc/xroot-test")).unwrap(), b"e");
         assert_eq!(sb.outer_names(), ["dest"]);
+        let rerooted = sb.dest.join(abs.trim_start_matches('/'));
+        assert_eq!(fs::read(rerooted).unwrap(), b"inside");
+        assert_eq!(fs::read(sb.p("twice/slashed")).unwrap(), b"s");
     }
 
     #[test]
@@ -830,7 +883,7 @@ mod tests {
         fs::create_dir(&outside).unwrap();
         fs::write(outside.join("victim"), b"original").unwrap();
         let abs = outside.to_str().unwrap();
-        for (link, target) in [("link", abs), ("up", "../../.."), ("rel", "../outside")] {
+        for (link, target) in [("link", abs), ("a/b/up", "../../.."), ("rel", "../outside")] {
             let tar = Tar::new()
                 .symlink(link, target)
                 .file(&format!("{link}/victim"), 0o644, b"pwned")
@@ -840,13 +893,29 @@ mod tests {
             assert!(reason.contains("is a symlink"), "{reason}");
             remove_tree(&sb.dest).unwrap();
             fs::create_dir(&sb.dest).unwrap();
+            assert_eq!(sb.outer_names(), ["dest", "outside"], "{link}");
         }
-        // Also via a directory entry and a hard link placed under the symlink.
+        // Also via a directory entry placed under the symlink.
         let tar = Tar::new()
             .symlink("link", abs)
             .dir("link/sub", 0o755)
             .bytes();
         refused_reason(sb.unpack(&tar));
+        remove_tree(&sb.dest).unwrap();
+        fs::create_dir(&sb.dest).unwrap();
+        // A symlink that is *replaced* by a later entry is removed, not followed.
+        let victim = outside.join("victim");
+        let tar = Tar::new()
+            .symlink("f", victim.to_str().unwrap())
+            .file("f", 0o600, b"mine")
+            .symlink("d", abs)
+            .dir("d", 0o700)
+            .bytes();
+        sb.unpack(&tar).unwrap();
+        assert_eq!(fs::read(sb.p("f")).unwrap(), b"mine");
+        assert!(fs::symlink_metadata(sb.p("d")).unwrap().is_dir());
+        assert_eq!(mode(&sb.p("d")), 0o700);
+        assert_eq!(mode(&outside), 0o755);
         assert_eq!(fs::read(outside.join("victim")).unwrap(), b"original");
         assert_eq!(fs::read_dir(&outside).unwrap().count(), 1);
         assert_eq!(sb.outer_names(), ["dest", "outside"]);

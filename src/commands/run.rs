@@ -176,11 +176,14 @@ fn cstrings<'a>(it: impl Iterator<Item = &'a str>) -> Result<Vec<CString>> {
 struct MountPoints {
     root: PathBuf,
     created: Vec<PathBuf>,
+    /// Directories we created entries in, with their times, restored after
+    /// removal so the tree is left exactly as it was.
+    touched: Vec<(PathBuf, fs::Metadata)>,
 }
 
 impl MountPoints {
     fn new(root: &Path) -> Self {
-        MountPoints { root: root.to_path_buf(), created: Vec::new() }
+        MountPoints { root: root.to_path_buf(), created: Vec::new(), touched: Vec::new() }
     }
 
     /// Makes sure `guest` exists inside the root (a directory, or a file for
@@ -199,6 +202,11 @@ impl MountPoints {
                 }
                 Ok(_) => {}
                 Err(_) => {
+                    if let Some(parent) = cur.parent().filter(|p| !self.created.iter().any(|c| c == p)) {
+                        if let Ok(m) = fs::metadata(parent) {
+                            self.touched.push((parent.to_path_buf(), m));
+                        }
+                    }
                     if last && !dir {
                         fs::File::create(&cur).with_context(|| format!("creating mount point {}", cur.display()))?;
                     } else {
@@ -212,6 +220,10 @@ impl MountPoints {
     }
 
     fn cleanup(self, ctx: &Ctx, lock_name: &str) {
+        if self.created.is_empty() && self.touched.is_empty() {
+            // Nothing of ours to remove; pending entries are left to a run that creates some.
+            return;
+        }
         let pending = ctx.store.home.join("locks").join(format!("{lock_name}.mountpoints"));
         let mut all = self.created;
         match ctx.store.lock_named(lock_name, true, false) {
@@ -228,6 +240,9 @@ impl MountPoints {
                     }
                 }
                 let _ = fs::remove_file(&pending);
+                for (dir, meta) in &self.touched {
+                    restore_times(dir, meta);
+                }
             }
             _ if !all.is_empty() => {
                 let text: String = all.iter().map(|p| format!("{}\n", p.display())).collect();
@@ -236,4 +251,11 @@ impl MountPoints {
             _ => {}
         }
     }
+}
+
+/// Puts a directory's access and modification times back.
+fn restore_times(dir: &Path, meta: &fs::Metadata) {
+    use std::os::unix::fs::MetadataExt;
+    let ts = |s: i64, ns: i64| nix::sys::time::TimeSpec::new(s, ns);
+    let _ = nix::sys::stat::utimensat(None, dir, &ts(meta.atime(), meta.atime_nsec()), &ts(meta.mtime(), meta.mtime_nsec()), nix::sys::stat::UtimensatFlags::NoFollowSymlink);
 }

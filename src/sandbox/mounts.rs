@@ -47,7 +47,20 @@ pub fn setup(cfg: &Config) -> Result<()> {
         }
     }
 
-    // 5. /sys: sysfs cannot be mounted in a user namespace without its own
+    // 5. Guest root is (for a root caller) the host's uid 0 to the kernel's
+    //    permission checks, so the non-namespaced parts of /proc are made
+    //    read-only: /proc/sys (host sysctls, and the binfmt_misc instance
+    //    above, now sealed), /proc/sysrq-trigger (could reboot the host),
+    //    /proc/irq, /proc/bus, /proc/fs. As Docker and bubblewrap do.
+    for p in ["sys", "sysrq-trigger", "irq", "bus", "fs"] {
+        let p = proc.join(p);
+        if p.exists() {
+            bind(&p, &p, true).with_context(|| format!("binding {} read-only", p.display()))?;
+            make_readonly(&p, true)?;
+        }
+    }
+
+    // 6. /sys: sysfs cannot be mounted in a user namespace without its own
     //    network namespace, so the host's is bound, read-only, recursively.
     let sys = root.join("sys");
     if sys.is_dir() {
@@ -55,11 +68,11 @@ pub fn setup(cfg: &Config) -> Result<()> {
         make_readonly(&sys, true)?;
     }
 
-    // 6. A minimal /dev on a tmpfs: bound device nodes, a private devpts,
+    // 7. A minimal /dev on a tmpfs: bound device nodes, a private devpts,
     //    /dev/shm, and the usual links.
     setup_dev(&root.join("dev"), cfg.map_tty_gid)?;
 
-    // 7. Host DNS configuration, read-only, so `apk add` resolves names and
+    // 8. Host DNS configuration, read-only, so `apk add` resolves names and
     //    the guest cannot edit the host's file.
     if let Some(rc) = &cfg.resolv_conf {
         let dst = root.join("etc/resolv.conf");
@@ -69,7 +82,7 @@ pub fn setup(cfg: &Config) -> Result<()> {
         }
     }
 
-    // 8. User binds (the current directory, --bind, --ro-bind), last so they
+    // 9. User binds (the current directory, --bind, --ro-bind), last so they
     //    may cover anything above.
     for b in &cfg.binds {
         let dst = root.join(b.dst.strip_prefix("/").unwrap_or(&b.dst));
@@ -79,10 +92,10 @@ pub fn setup(cfg: &Config) -> Result<()> {
         }
     }
 
-    // 9. Hostname of the guest's own UTS namespace.
+    // 10. Hostname of the guest's own UTS namespace.
     nix::unistd::sethostname(&cfg.hostname).with_context(|| format!("setting hostname {}", cfg.hostname))?;
 
-    // 10. Enter: pivot_root and detach the old root, so the host's tree is
+    // 11. Enter: pivot_root and detach the old root, so the host's tree is
     //     not reachable from inside (a bare chroot would leave it reachable).
     nix::unistd::chdir(root).with_context(|| format!("entering {}", root.display()))?;
     nix::unistd::pivot_root(".", ".").context("pivot_root")?;

@@ -1,0 +1,197 @@
+//! Shared test support: the real `xroot` binary, a real HTTP server over
+//! `../shared/alpine-mirror`, temporary stores, and prerequisite checks that
+//! fail (not skip) under CI=true.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::thread;
+
+/// The eight arches in the shared mirror.
+pub const MIRROR_ARCHES: [&str; 8] = ["aarch64", "armhf", "armv7", "ppc64le", "riscv64", "s390x", "x86", "x86_64"];
+
+pub fn shared() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
+    p.canonicalize().unwrap_or(p)
+}
+
+pub fn mirror_dir() -> PathBuf {
+    shared().join("alpine-mirror")
+}
+
+pub fn probe(target: &str) -> PathBuf {
+    shared().join("fixtures/probe/bin").join(target)
+}
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_xroot"))
+}
+
+/// Whether we are under CI, where missing prerequisites are failures.
+pub fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Checks a prerequisite: Ok under CI panics with `what`; locally it
+/// prints a skip notice and returns false.
+pub fn require(ok: bool, what: &str) -> bool {
+    if ok {
+        return true;
+    }
+    if ci() {
+        panic!("prerequisite missing under CI: {what}");
+    }
+    eprintln!("SKIPPED (not CI): {what}");
+    false
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+pub fn have_qemu(target: &str) -> bool {
+    ["/usr/bin", "/usr/local/bin"].iter().any(|d| Path::new(d).join(format!("qemu-{target}-static")).exists())
+}
+
+/// Root, qemu-user-static and a kernel with private binfmt_misc: what the
+/// sandbox tests need.
+pub fn sandbox_ready(qemu_target: &str) -> bool {
+    require(is_root(), "tests must run as root (CI does)") && require(have_qemu(qemu_target), &format!("qemu-{qemu_target}-static (apt-get install qemu-user-static)"))
+}
+
+/// A temporary store plus the environment to run xroot against it.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub mirror: String,
+}
+
+impl Env {
+    /// A store in a fresh temp dir; `mirror` is an http:// or file:// URL.
+    pub fn new(mirror: &str) -> Env {
+        let dir = tempfile::Builder::new().prefix("xroot-test-").tempdir().expect("tempdir");
+        Env { dir, mirror: mirror.to_string() }
+    }
+
+    pub fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(bin());
+        c.env("XROOT_HOME", self.home()).env("XROOT_MIRROR", &self.mirror).env("XROOT_RETRIES", "2").env_remove("XROOT_MAX_UNPACKED").current_dir(self.dir.path());
+        c
+    }
+
+    /// Runs xroot with args; returns the output.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("running xroot")
+    }
+
+    pub fn rootfs(&self, id: &str) -> PathBuf {
+        self.home().join("rootfs").join(id).join("root")
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts success, showing stderr otherwise.
+#[track_caller]
+pub fn ok(o: &Output) -> String {
+    assert!(o.status.success(), "xroot failed ({:?}):\nstdout: {}\nstderr: {}", o.status.code(), stdout(o), stderr(o));
+    stdout(o)
+}
+
+/// The host's mount table, for before/after comparisons.
+pub fn host_mounts() -> Vec<String> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let mut v: Vec<String> = text.lines().map(|l| l.split(' ').skip(3).take(2).collect::<Vec<_>>().join(" ")).collect();
+    v.sort();
+    v
+}
+
+/// The host's binfmt_misc entries (empty if not mounted).
+pub fn host_binfmt_entries() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir("/proc/sys/fs/binfmt_misc").map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// A real HTTP server (tiny_http) serving a directory tree. Alpine's
+/// mirrors make `latest-stable` a symlink to the newest branch; the copy in
+/// ../shared holds it as a small text file naming the branch, so the server
+/// resolves a path component that is such a file the way the symlink would.
+pub struct MirrorServer {
+    pub url: String,
+    server: Arc<tiny_http::Server>,
+    handle: Option<thread::JoinHandle<()>>,
+}
+
+impl MirrorServer {
+    pub fn start(root: PathBuf) -> MirrorServer {
+        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind test server"));
+        let port = server.server_addr().to_ip().expect("ip addr").port();
+        let s = server.clone();
+        let handle = thread::spawn(move || {
+            for req in s.incoming_requests() {
+                let path = req.url().split('?').next().unwrap_or("/").to_string();
+                match resolve(&root, &path) {
+                    Some(file) => {
+                        let f = std::fs::File::open(&file).expect("open served file");
+                        let _ = req.respond(tiny_http::Response::from_file(f));
+                    }
+                    None => {
+                        let _ = req.respond(tiny_http::Response::from_string("not found").with_status_code(404));
+                    }
+                }
+            }
+        });
+        MirrorServer { url: format!("http://127.0.0.1:{port}"), server, handle: Some(handle) }
+    }
+
+    /// The shared Alpine mirror.
+    pub fn alpine() -> MirrorServer {
+        MirrorServer::start(mirror_dir())
+    }
+}
+
+impl Drop for MirrorServer {
+    fn drop(&mut self) {
+        self.server.unblock();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Maps a URL path to a file under `root`, refusing `..`, following
+/// "symlink files" (a file whose whole content names a sibling directory).
+fn resolve(root: &Path, url_path: &str) -> Option<PathBuf> {
+    let mut cur = root.to_path_buf();
+    let parts: Vec<&str> = url_path.split('/').filter(|p| !p.is_empty()).collect();
+    for (i, part) in parts.iter().enumerate() {
+        if *part == ".." || *part == "." {
+            return None;
+        }
+        let next = cur.join(part);
+        let last = i + 1 == parts.len();
+        if !last && next.is_file() {
+            let target = std::fs::read_to_string(&next).ok()?;
+            let target = target.trim();
+            if target.is_empty() || target.contains('/') || !cur.join(target).is_dir() {
+                return None;
+            }
+            cur = cur.join(target);
+        } else {
+            cur = next;
+        }
+    }
+    cur.is_file().then_some(cur)
+}

@@ -6,8 +6,14 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "xroot", version, about = "Step into a Linux system of another CPU architecture in one command")]
-#[command(after_help = "Examples:\n  xroot fetch aarch64\n  xroot shell s390x\n  xroot run riscv64 -- uname -m\n  xroot run ppc64le -- sh -c 'exit 7'")]
+#[command(
+    name = "xroot",
+    version,
+    about = "Step into a Linux system of another CPU architecture in one command"
+)]
+#[command(
+    after_help = "Examples:\n  xroot fetch aarch64\n  xroot shell s390x\n  xroot run riscv64 -- uname -m\n  xroot run ppc64le -- sh -c 'exit 7'"
+)]
 pub struct Cli {
     /// Print only errors and warnings.
     #[arg(short, long, global = true)]

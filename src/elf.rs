@@ -30,7 +30,8 @@ pub fn has_interp(path: &Path) -> Result<bool> {
     f.read_exact(&mut hdr[..52])
         .with_context(|| format!("{} is too short to be an ELF binary", path.display()))?;
     let _ = f.read(&mut hdr[52..]);
-    let h = Header::parse(&hdr).with_context(|| format!("{} is not an ELF binary", path.display()))?;
+    let h =
+        Header::parse(&hdr).with_context(|| format!("{} is not an ELF binary", path.display()))?;
     let table_len = h.phnum as u64 * h.phentsize as u64;
     if table_len > 1 << 20 {
         bail!("{}: implausible program header table", path.display());
@@ -72,7 +73,11 @@ impl Header {
         };
         let u16_at = |o: usize| {
             let v = [b[o], b[o + 1]];
-            if big_endian { u16::from_be_bytes(v) } else { u16::from_le_bytes(v) }
+            if big_endian {
+                u16::from_be_bytes(v)
+            } else {
+                u16::from_le_bytes(v)
+            }
         };
         let (phoff, phentsize, phnum) = if is64 {
             if b.len() < 64 {
@@ -80,24 +85,43 @@ impl Header {
             }
             let mut v = [0u8; 8];
             v.copy_from_slice(&b[32..40]);
-            let off = if big_endian { u64::from_be_bytes(v) } else { u64::from_le_bytes(v) };
+            let off = if big_endian {
+                u64::from_be_bytes(v)
+            } else {
+                u64::from_le_bytes(v)
+            };
             (off, u16_at(54), u16_at(56))
         } else {
             let mut v = [0u8; 4];
             v.copy_from_slice(&b[28..32]);
-            let off = if big_endian { u32::from_be_bytes(v) } else { u32::from_le_bytes(v) };
+            let off = if big_endian {
+                u32::from_be_bytes(v)
+            } else {
+                u32::from_le_bytes(v)
+            };
             (off as u64, u16_at(42), u16_at(44))
         };
         let min_ent = if is64 { 56 } else { 32 };
         if phnum > 0 && (phentsize as usize) < min_ent {
             bail!("bad program header entry size {phentsize}");
         }
-        Ok(Header { is64, big_endian, machine: u16_at(18), phoff, phentsize, phnum })
+        Ok(Header {
+            is64,
+            big_endian,
+            machine: u16_at(18),
+            phoff,
+            phentsize,
+            phnum,
+        })
     }
 
     fn u32_at(&self, b: &[u8], o: usize) -> Option<u32> {
         let v: [u8; 4] = b.get(o..o + 4)?.try_into().ok()?;
-        Some(if self.big_endian { u32::from_be_bytes(v) } else { u32::from_le_bytes(v) })
+        Some(if self.big_endian {
+            u32::from_be_bytes(v)
+        } else {
+            u32::from_le_bytes(v)
+        })
     }
 }
 
@@ -107,8 +131,14 @@ mod tests {
 
     #[test]
     fn probes_are_static_and_parse() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/probe/bin");
-        for (name, be, is64) in [("aarch64", false, true), ("s390x", true, true), ("ppc", true, false), ("arm", false, false)] {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/probe/bin");
+        for (name, be, is64) in [
+            ("aarch64", false, true),
+            ("s390x", true, true),
+            ("ppc", true, false),
+            ("arm", false, false),
+        ] {
             let p = dir.join(name);
             let h = Header::parse(&read_header(&p, 64).unwrap()).unwrap();
             assert_eq!((h.big_endian, h.is64), (be, is64), "{name}");
@@ -125,6 +155,9 @@ mod tests {
     fn non_elf_is_refused() {
         assert!(Header::parse(b"#!/bin/sh\n").is_err());
         assert!(Header::parse(&[0u8; 64]).is_err());
-        assert!(has_interp(std::path::Path::new("/etc/hostname")).is_err() || !std::path::Path::new("/etc/hostname").exists());
+        assert!(
+            has_interp(std::path::Path::new("/etc/hostname")).is_err()
+                || !std::path::Path::new("/etc/hostname").exists()
+        );
     }
 }

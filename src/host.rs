@@ -5,13 +5,19 @@ use crate::specs::Spec;
 
 /// Kernel version as (major, minor), from `uname -r`.
 pub fn kernel_version() -> (u32, u32) {
-    parse_kernel_release(&nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default())
+    parse_kernel_release(
+        &nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    )
 }
 
 /// Parses "6.18.44-fc-v657" into (6, 18). Unknown formats give (0, 0),
 /// which makes every feature check fail safe.
 pub fn parse_kernel_release(release: &str) -> (u32, u32) {
-    let mut it = release.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty());
+    let mut it = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty());
     let major = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
     let minor = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
     (major, minor)
@@ -86,11 +92,26 @@ mod tests {
         let c = Catalog::builtin().unwrap();
         let yes = |_: &str| true;
         let no = |_: &str| false;
-        assert_eq!(native_for("x86_64", c.find("x86_64").unwrap(), no), Native::Yes);
-        assert_eq!(native_for("x86_64", c.find("x86").unwrap(), yes), Native::Compat32);
+        assert_eq!(
+            native_for("x86_64", c.find("x86_64").unwrap(), no),
+            Native::Yes
+        );
+        assert_eq!(
+            native_for("x86_64", c.find("x86").unwrap(), yes),
+            Native::Compat32
+        );
         assert_eq!(native_for("x86_64", c.find("x86").unwrap(), no), Native::No);
-        assert_eq!(native_for("aarch64", c.find("armv7").unwrap(), yes), Native::Compat32);
-        assert_eq!(native_for("x86_64", c.find("aarch64").unwrap(), yes), Native::No);
-        assert_eq!(native_for("aarch64", c.find("aarch64").unwrap(), no), Native::Yes);
+        assert_eq!(
+            native_for("aarch64", c.find("armv7").unwrap(), yes),
+            Native::Compat32
+        );
+        assert_eq!(
+            native_for("x86_64", c.find("aarch64").unwrap(), yes),
+            Native::No
+        );
+        assert_eq!(
+            native_for("aarch64", c.find("aarch64").unwrap(), no),
+            Native::Yes
+        );
     }
 }

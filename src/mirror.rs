@@ -29,14 +29,15 @@ pub struct Release {
 /// Picks the minirootfs entry from an index. The index lists several
 /// flavours (ISOs, netboot, ...): never take the first one blindly.
 pub fn pick_minirootfs(yaml: &str) -> Result<Release> {
-    let entries: Vec<serde_yaml_ng::Value> =
-        serde_yaml_ng::from_str(yaml).context("latest-releases.yaml is not a YAML list of releases")?;
+    let entries: Vec<serde_yaml_ng::Value> = serde_yaml_ng::from_str(yaml)
+        .context("latest-releases.yaml is not a YAML list of releases")?;
     let mut found = None;
     for v in entries {
         if v.get("flavor").and_then(|f| f.as_str()) != Some(MINIROOTFS) {
             continue;
         }
-        let r: Release = serde_yaml_ng::from_value(v).context("the alpine-minirootfs entry is malformed")?;
+        let r: Release =
+            serde_yaml_ng::from_value(v).context("the alpine-minirootfs entry is malformed")?;
         found = Some(r);
         break;
     }
@@ -44,7 +45,10 @@ pub fn pick_minirootfs(yaml: &str) -> Result<Release> {
         bail!("latest-releases.yaml lists no '{MINIROOTFS}' entry");
     };
     if r.file.is_empty() || r.file.contains('/') || r.file.starts_with('.') {
-        bail!("the alpine-minirootfs entry names an unsafe file {:?}", r.file);
+        bail!(
+            "the alpine-minirootfs entry names an unsafe file {:?}",
+            r.file
+        );
     }
     let Some(sha256) = &r.sha256 else {
         bail!("the alpine-minirootfs entry for {} has no sha256", r.file);
@@ -92,7 +96,10 @@ pub fn check_hex(s: &str, len: usize) -> Result<()> {
 mod tests {
     use super::*;
 
-    const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/alpine-mirror/v3.20/releases");
+    const SHARED: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/alpine-mirror/v3.20/releases"
+    );
 
     #[test]
     fn picks_minirootfs_not_first_entry() {
@@ -113,24 +120,46 @@ mod tests {
 
     #[test]
     fn real_indexes_parse() {
-        for arch in ["aarch64", "armhf", "armv7", "ppc64le", "riscv64", "s390x", "x86", "x86_64"] {
-            let yaml = std::fs::read_to_string(format!("{SHARED}/{arch}/latest-releases.yaml")).unwrap();
+        for arch in [
+            "aarch64", "armhf", "armv7", "ppc64le", "riscv64", "s390x", "x86", "x86_64",
+        ] {
+            let yaml =
+                std::fs::read_to_string(format!("{SHARED}/{arch}/latest-releases.yaml")).unwrap();
             let r = pick_minirootfs(&yaml).unwrap();
             assert_eq!(r.file, format!("alpine-minirootfs-3.20.3-{arch}.tar.gz"));
             assert_eq!(r.flavor, MINIROOTFS);
-            let sums = std::fs::read_to_string(format!("{SHARED}/{arch}/{}.sha256", r.file)).unwrap();
-            assert_eq!(parse_checksum_file(&sums, &r.file, 64).unwrap(), r.sha256.clone().unwrap());
-            let sums = std::fs::read_to_string(format!("{SHARED}/{arch}/{}.sha512", r.file)).unwrap();
-            assert_eq!(parse_checksum_file(&sums, &r.file, 128).unwrap(), r.sha512.clone().unwrap());
+            let sums =
+                std::fs::read_to_string(format!("{SHARED}/{arch}/{}.sha256", r.file)).unwrap();
+            assert_eq!(
+                parse_checksum_file(&sums, &r.file, 64).unwrap(),
+                r.sha256.clone().unwrap()
+            );
+            let sums =
+                std::fs::read_to_string(format!("{SHARED}/{arch}/{}.sha512", r.file)).unwrap();
+            assert_eq!(
+                parse_checksum_file(&sums, &r.file, 128).unwrap(),
+                r.sha512.clone().unwrap()
+            );
         }
     }
 
     #[test]
     fn malformed_indexes_are_refused() {
         assert!(pick_minirootfs("this: [is not").is_err());
-        assert!(pick_minirootfs("- flavor: alpine-virt\n  file: x.iso\n  sha256: ab\n").unwrap_err().to_string().contains("no 'alpine-minirootfs'"));
-        assert!(pick_minirootfs("- flavor: alpine-minirootfs\n  file: ../../etc/passwd\n  sha256: 00\n").is_err());
-        assert!(pick_minirootfs("- flavor: alpine-minirootfs\n  file: a.tar.gz\n  sha256: nothex\n").is_err());
+        assert!(
+            pick_minirootfs("- flavor: alpine-virt\n  file: x.iso\n  sha256: ab\n")
+                .unwrap_err()
+                .to_string()
+                .contains("no 'alpine-minirootfs'")
+        );
+        assert!(pick_minirootfs(
+            "- flavor: alpine-minirootfs\n  file: ../../etc/passwd\n  sha256: 00\n"
+        )
+        .is_err());
+        assert!(pick_minirootfs(
+            "- flavor: alpine-minirootfs\n  file: a.tar.gz\n  sha256: nothex\n"
+        )
+        .is_err());
         assert!(pick_minirootfs("- flavor: alpine-minirootfs\n  file: a.tar.gz\n").is_err());
         assert!(pick_minirootfs("{}").is_err());
     }
@@ -138,9 +167,18 @@ mod tests {
     #[test]
     fn checksum_files() {
         let h = "041fa34a81788242df9e78fa69b97ab45b8ec47ddbf88864755610414a7bf3de";
-        assert_eq!(parse_checksum_file(&format!("{h}  a.tar.gz\n"), "a.tar.gz", 64).unwrap(), h);
-        assert_eq!(parse_checksum_file(&format!("{h} *dir/a.tar.gz\n"), "a.tar.gz", 64).unwrap(), h);
-        assert_eq!(parse_checksum_file(&format!("{h}\n"), "a.tar.gz", 64).unwrap(), h);
+        assert_eq!(
+            parse_checksum_file(&format!("{h}  a.tar.gz\n"), "a.tar.gz", 64).unwrap(),
+            h
+        );
+        assert_eq!(
+            parse_checksum_file(&format!("{h} *dir/a.tar.gz\n"), "a.tar.gz", 64).unwrap(),
+            h
+        );
+        assert_eq!(
+            parse_checksum_file(&format!("{h}\n"), "a.tar.gz", 64).unwrap(),
+            h
+        );
         assert!(parse_checksum_file(&format!("{h}  b.tar.gz\n"), "a.tar.gz", 64).is_err());
         assert!(parse_checksum_file("xyz  a.tar.gz\n", "a.tar.gz", 64).is_err());
     }

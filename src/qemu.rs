@@ -7,14 +7,6 @@ use anyhow::Result;
 
 use crate::error::hinted;
 
-/// A usable emulator.
-#[derive(Debug, Clone)]
-pub struct Qemu {
-    pub path: PathBuf,
-    /// (major, minor) from `--version`, if it could be read.
-    pub version: Option<(u32, u32)>,
-}
-
 /// Where a search for qemu went.
 #[derive(Debug, Clone)]
 pub enum Lookup {
@@ -103,7 +95,10 @@ fn is_executable(p: &Path) -> bool {
 /// Reads qemu's version by running it. Costs a process start, so callers
 /// cache the answer (see `store::Store::qemu_version`).
 pub fn probe_version(path: &Path) -> Option<(u32, u32)> {
-    let out = std::process::Command::new(path).arg("--version").output().ok()?;
+    let out = std::process::Command::new(path)
+        .arg("--version")
+        .output()
+        .ok()?;
     parse_version(&String::from_utf8_lossy(&out.stdout))
 }
 
@@ -120,7 +115,12 @@ mod tests {
 
     #[test]
     fn version_parses() {
-        assert_eq!(parse_version("qemu-aarch64 version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)\nCopyright"), Some((7, 2)));
+        assert_eq!(
+            parse_version(
+                "qemu-aarch64 version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)\nCopyright"
+            ),
+            Some((7, 2))
+        );
         assert_eq!(parse_version("qemu-riscv64 version 10.0.2"), Some((10, 0)));
         assert_eq!(parse_version("garbage"), None);
     }
@@ -130,7 +130,12 @@ mod tests {
         let c = candidates("arm", Some("/opt/q:/usr/bin"));
         assert_eq!(c[0], PathBuf::from("/opt/q/qemu-arm-static"));
         assert_eq!(c[1], PathBuf::from("/usr/bin/qemu-arm-static"));
-        assert!(c.iter().position(|p| p.ends_with("qemu-arm")).unwrap() > c.iter().rposition(|p| p.ends_with("qemu-arm-static")).unwrap());
+        assert!(
+            c.iter().position(|p| p.ends_with("qemu-arm")).unwrap()
+                > c.iter()
+                    .rposition(|p| p.ends_with("qemu-arm-static"))
+                    .unwrap()
+        );
     }
 
     #[test]
@@ -138,7 +143,9 @@ mod tests {
         // /bin/ls stands in for a dynamically linked qemu.
         let err = find("aarch64", Some(Path::new("/bin/ls"))).unwrap_err();
         assert!(err.to_string().contains("dynamically linked"), "{err}");
-        assert!(crate::error::hint_of(&err).unwrap().contains("qemu-user-static"));
+        assert!(crate::error::hint_of(&err)
+            .unwrap()
+            .contains("qemu-user-static"));
         let err = find("aarch64", Some(Path::new("/nonexistent/qemu"))).unwrap_err();
         assert!(err.to_string().contains("not an executable"), "{err}");
     }

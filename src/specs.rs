@@ -129,9 +129,17 @@ impl Catalog {
             let spec: Spec =
                 toml::from_str(text).with_context(|| format!("rootfs-specs/{file} is invalid"))?;
             if file.strip_suffix(".toml") != Some(spec.name.as_str()) {
-                bail!("rootfs-specs/{file} names arch {:?}; the file must be named after it", spec.name);
+                bail!(
+                    "rootfs-specs/{file} names arch {:?}; the file must be named after it",
+                    spec.name
+                );
             }
-            if let Source::Tarball { sha256: None, sha256_url: None, .. } = &spec.source {
+            if let Source::Tarball {
+                sha256: None,
+                sha256_url: None,
+                ..
+            } = &spec.source
+            {
                 bail!("rootfs-specs/{file}: a tarball source needs sha256 or sha256_url");
             }
             specs.push(spec);
@@ -178,7 +186,11 @@ impl Catalog {
         let name = name.to_ascii_lowercase();
         self.specs
             .iter()
-            .flat_map(|s| std::iter::once(&s.name).chain(&s.aliases).map(move |n| (n, &s.name)))
+            .flat_map(|s| {
+                std::iter::once(&s.name)
+                    .chain(&s.aliases)
+                    .map(move |n| (n, &s.name))
+            })
             .map(|(n, canon)| (strsim::damerau_levenshtein(&name, n), canon))
             .filter(|(d, _)| *d <= 3)
             .min_by_key(|(d, _)| *d)
@@ -188,7 +200,10 @@ impl Catalog {
     /// The arches whose binfmt magic matches this ELF header. Several arches
     /// share one qemu target (armhf, armv7, armel), so this can be more than one.
     pub fn matching(&self, header: &[u8]) -> Vec<&Spec> {
-        self.specs.iter().filter(|s| s.binfmt.matches(header)).collect()
+        self.specs
+            .iter()
+            .filter(|s| s.binfmt.matches(header))
+            .collect()
     }
 
     /// One spec per qemu target (the first by name), for registering handlers.
@@ -205,7 +220,11 @@ impl Catalog {
 
 /// Decodes a hex string, allowing spaces and `\x` prefixes for readability.
 pub fn decode_hex(s: &str) -> Result<Vec<u8>, String> {
-    let clean: String = s.replace("\\x", "").chars().filter(|c| !c.is_whitespace()).collect();
+    let clean: String = s
+        .replace("\\x", "")
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
     if clean.len() % 2 != 0 {
         return Err(format!("odd number of hex digits in {s:?}"));
     }
@@ -233,8 +252,13 @@ mod tests {
     fn builtin_specs_parse() {
         let c = Catalog::builtin().unwrap();
         assert!(c.iter().count() >= 16);
-        for name in ["aarch64", "armhf", "armv7", "x86", "x86_64", "ppc64le", "s390x", "riscv64"] {
-            assert!(matches!(c.find(name).unwrap().source, Source::Alpine { .. }), "{name}");
+        for name in [
+            "aarch64", "armhf", "armv7", "x86", "x86_64", "ppc64le", "s390x", "riscv64",
+        ] {
+            assert!(
+                matches!(c.find(name).unwrap().source, Source::Alpine { .. }),
+                "{name}"
+            );
         }
     }
 
@@ -264,17 +288,31 @@ mod tests {
         assert!(hint.starts_with("did you mean 'aarch64'?"), "{hint}");
         assert!(hint.contains("riscv64"), "{hint}");
         let err = c.resolve("vax").unwrap_err();
-        assert!(crate::error::hint_of(&err).unwrap().starts_with("known arches:"));
+        assert!(crate::error::hint_of(&err)
+            .unwrap()
+            .starts_with("known arches:"));
     }
 
     #[test]
     fn bad_specs_are_rejected() {
         let good = include_str!("../rootfs-specs/aarch64.toml");
         assert!(Catalog::parse(&[("aarch64.toml", good)]).is_ok());
-        assert!(Catalog::parse(&[("arm64.toml", good)]).is_err(), "file name must match");
+        assert!(
+            Catalog::parse(&[("arm64.toml", good)]).is_err(),
+            "file name must match"
+        );
         let short = good.replace("0200b700\"", "0200\"");
-        assert!(Catalog::parse(&[("aarch64.toml", &short)]).is_err(), "length mismatch");
-        let dup = Catalog::parse(&[("aarch64.toml", good), ("x.toml", &good.replace("name = \"aarch64\"", "name = \"x\""))]);
+        assert!(
+            Catalog::parse(&[("aarch64.toml", &short)]).is_err(),
+            "length mismatch"
+        );
+        let dup = Catalog::parse(&[
+            ("aarch64.toml", good),
+            (
+                "x.toml",
+                &good.replace("name = \"aarch64\"", "name = \"x\""),
+            ),
+        ]);
         assert!(dup.is_err(), "duplicate aliases");
     }
 
@@ -289,11 +327,23 @@ mod tests {
             let path = entry.unwrap().path();
             let probe_target = path.file_name().unwrap().to_str().unwrap().to_string();
             // The armel probe runs under qemu-arm, like armhf/armv7.
-            let target = if probe_target == "armel" { "arm".to_string() } else { probe_target };
+            let target = if probe_target == "armel" {
+                "arm".to_string()
+            } else {
+                probe_target
+            };
             let hdr = header(&path);
             let matched: Vec<&str> = c.matching(&hdr).iter().map(|s| s.qemu.as_str()).collect();
-            assert!(!matched.is_empty(), "no spec matches probe {}", path.display());
-            assert!(matched.iter().all(|q| *q == target), "probe {} matched {matched:?}", path.display());
+            assert!(
+                !matched.is_empty(),
+                "no spec matches probe {}",
+                path.display()
+            );
+            assert!(
+                matched.iter().all(|q| *q == target),
+                "probe {} matched {matched:?}",
+                path.display()
+            );
             checked += 1;
         }
         assert_eq!(checked, 14);
@@ -306,8 +356,12 @@ mod tests {
         let c = Catalog::builtin().unwrap();
         let mirror = shared().join("alpine-mirror/v3.20/releases");
         for spec in c.iter() {
-            let Source::Alpine { alpine_arch, .. } = &spec.source else { continue };
-            let tgz = mirror.join(alpine_arch).join(format!("alpine-minirootfs-3.20.3-{alpine_arch}.tar.gz"));
+            let Source::Alpine { alpine_arch, .. } = &spec.source else {
+                continue;
+            };
+            let tgz = mirror
+                .join(alpine_arch)
+                .join(format!("alpine-minirootfs-3.20.3-{alpine_arch}.tar.gz"));
             if !tgz.exists() {
                 continue; // loongarch64, mips64: not in the shared mirror
             }
@@ -323,7 +377,11 @@ mod tests {
                 }
             }
             let matched: Vec<&str> = c.matching(&hdr).iter().map(|s| s.qemu.as_str()).collect();
-            assert!(!matched.is_empty() && matched.iter().all(|q| *q == spec.qemu), "{}: {matched:?}", spec.name);
+            assert!(
+                !matched.is_empty() && matched.iter().all(|q| *q == spec.qemu),
+                "{}: {matched:?}",
+                spec.name
+            );
         }
     }
 }

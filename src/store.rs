@@ -59,7 +59,13 @@ impl std::fmt::Display for RootfsId {
 
 /// Names are path components: keep them boring.
 pub fn validate_name(n: &str) -> Result<()> {
-    if n.is_empty() || n.len() > 64 || n.starts_with('.') || !n.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+    if n.is_empty()
+        || n.len() > 64
+        || n.starts_with('.')
+        || !n
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
         return Err(hinted(
             format!("invalid rootfs name {n:?}"),
             "use 1-64 characters from A-Z a-z 0-9 . _ - (not starting with '.')",
@@ -132,7 +138,10 @@ impl Store {
         }
         match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
             Some(h) => Ok(PathBuf::from(h).join(".local/share/xroot")),
-            None => Err(hinted("cannot find a place for the store: HOME is not set", "set XROOT_HOME=/some/dir")),
+            None => Err(hinted(
+                "cannot find a place for the store: HOME is not set",
+                "set XROOT_HOME=/some/dir",
+            )),
         }
     }
 
@@ -143,7 +152,13 @@ impl Store {
 
     /// Creates the store's directories (0700) if needed.
     pub fn create(&self) -> Result<()> {
-        for d in [self.home.clone(), self.rootfs_dir(), self.tmp_dir(), self.cache_dir(), self.home.join("locks")] {
+        for d in [
+            self.home.clone(),
+            self.rootfs_dir(),
+            self.tmp_dir(),
+            self.cache_dir(),
+            self.home.join("locks"),
+        ] {
             fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
@@ -185,7 +200,11 @@ impl Store {
             .custom_flags(libc::O_CLOEXEC)
             .open(&p)
             .with_context(|| format!("opening lock {}", p.display()))?;
-        let mut op = if exclusive { libc::LOCK_EX } else { libc::LOCK_SH };
+        let mut op = if exclusive {
+            libc::LOCK_EX
+        } else {
+            libc::LOCK_SH
+        };
         if !wait {
             op |= libc::LOCK_NB;
         }
@@ -212,8 +231,17 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e).with_context(|| format!("reading {}", mf.display())),
         };
-        let manifest: Manifest = toml::from_str(&text).with_context(|| format!("{} is corrupt; remove it with `xroot rm {id}`", mf.display()))?;
-        Ok(Some(Installed { id: id.clone(), dir, manifest }))
+        let manifest: Manifest = toml::from_str(&text).with_context(|| {
+            format!(
+                "{} is corrupt; remove it with `xroot rm {id}`",
+                mf.display()
+            )
+        })?;
+        Ok(Some(Installed {
+            id: id.clone(),
+            dir,
+            manifest,
+        }))
     }
 
     /// Every installed rootfs, sorted by id.
@@ -222,11 +250,15 @@ impl Store {
         let rd = match fs::read_dir(self.rootfs_dir()) {
             Ok(rd) => rd,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(e).with_context(|| format!("listing {}", self.rootfs_dir().display())),
+            Err(e) => {
+                return Err(e).with_context(|| format!("listing {}", self.rootfs_dir().display()))
+            }
         };
         for e in rd.flatten() {
             let n = e.file_name().to_string_lossy().into_owned();
-            let Ok((arch, name)) = RootfsId::parse(&n) else { continue };
+            let Ok((arch, name)) = RootfsId::parse(&n) else {
+                continue;
+            };
             if let Ok(Some(i)) = self.get(&RootfsId { arch, name }) {
                 out.push(i);
             }
@@ -241,20 +273,37 @@ impl Store {
     pub fn staging(&self, id: &RootfsId) -> Result<PathBuf> {
         self.create()?;
         self.clean_stale(id)?;
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-        let p = self.tmp_dir().join(format!("{}.{}.{nanos}", id.dir_name(), std::process::id()));
-        fs::DirBuilder::new().mode(0o700).create(&p).with_context(|| format!("creating staging directory {}", p.display()))?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let p = self
+            .tmp_dir()
+            .join(format!("{}.{}.{nanos}", id.dir_name(), std::process::id()));
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&p)
+            .with_context(|| format!("creating staging directory {}", p.display()))?;
         Ok(p)
     }
 
     fn clean_stale(&self, id: &RootfsId) -> Result<()> {
         let prefix = format!("{}.", id.dir_name());
-        for e in fs::read_dir(self.tmp_dir()).with_context(|| format!("listing {}", self.tmp_dir().display()))?.flatten() {
+        for e in fs::read_dir(self.tmp_dir())
+            .with_context(|| format!("listing {}", self.tmp_dir().display()))?
+            .flatten()
+        {
             let n = e.file_name().to_string_lossy().into_owned();
             // "aarch64." must not also catch "aarch64@x." or "aarch64_be.": ids
             // never contain '.', names after '@' may, so compare up to the pid.
-            if n.strip_prefix(&prefix).is_some_and(|rest| rest.split('.').next().is_some_and(|pid| pid.bytes().all(|b| b.is_ascii_digit()) || pid == "old")) {
-                crate::extract::remove_tree(&e.path()).with_context(|| format!("removing stale staging directory {}", e.path().display()))?;
+            if n.strip_prefix(&prefix).is_some_and(|rest| {
+                rest.split('.')
+                    .next()
+                    .is_some_and(|pid| pid.bytes().all(|b| b.is_ascii_digit()) || pid == "old")
+            }) {
+                crate::extract::remove_tree(&e.path()).with_context(|| {
+                    format!("removing stale staging directory {}", e.path().display())
+                })?;
             }
         }
         Ok(())
@@ -265,12 +314,20 @@ impl Store {
     pub fn commit(&self, id: &RootfsId, staging: &Path) -> Result<()> {
         let dest = self.path_of(id);
         if dest.exists() {
-            nix::fcntl::renameat2(None, staging, None, &dest, nix::fcntl::RenameFlags::RENAME_EXCHANGE)
-                .with_context(|| format!("swapping {} into {}", staging.display(), dest.display()))?;
+            nix::fcntl::renameat2(
+                None,
+                staging,
+                None,
+                &dest,
+                nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+            )
+            .with_context(|| format!("swapping {} into {}", staging.display(), dest.display()))?;
             // `staging` now holds the old tree.
-            crate::extract::remove_tree(staging).with_context(|| format!("removing old tree {}", staging.display()))?;
+            crate::extract::remove_tree(staging)
+                .with_context(|| format!("removing old tree {}", staging.display()))?;
         } else {
-            fs::rename(staging, &dest).with_context(|| format!("moving {} to {}", staging.display(), dest.display()))?;
+            fs::rename(staging, &dest)
+                .with_context(|| format!("moving {} to {}", staging.display(), dest.display()))?;
         }
         Ok(())
     }
@@ -278,16 +335,22 @@ impl Store {
     /// Removes an installed rootfs. Refused while a guest runs in it.
     pub fn remove(&self, id: &RootfsId) -> Result<bool> {
         let Some(_lock) = self.lock(id, true, false)? else {
-            bail!(hinted(format!("{id} is in use by a running xroot guest"), "exit the guest(s) first, then run `xroot rm` again"));
+            bail!(hinted(
+                format!("{id} is in use by a running xroot guest"),
+                "exit the guest(s) first, then run `xroot rm` again"
+            ));
         };
         let dest = self.path_of(id);
         if !dest.exists() {
             return Ok(false);
         }
         // Rename first so a crash mid-delete never leaves a half tree under rootfs/.
-        let trash = self.tmp_dir().join(format!("{}.old.{}", id.dir_name(), std::process::id()));
+        let trash = self
+            .tmp_dir()
+            .join(format!("{}.old.{}", id.dir_name(), std::process::id()));
         fs::rename(&dest, &trash).with_context(|| format!("moving {} aside", dest.display()))?;
-        crate::extract::remove_tree(&trash).with_context(|| format!("removing {}", trash.display()))?;
+        crate::extract::remove_tree(&trash)
+            .with_context(|| format!("removing {}", trash.display()))?;
         Ok(true)
     }
 
@@ -309,7 +372,12 @@ impl Store {
         if self.create().is_ok() {
             let line = format!("{key}\t{}.{}\n", v.0, v.1);
             // Best effort: a lost cache line only costs a later re-probe.
-            let _ = OpenOptions::new().create(true).append(true).mode(0o600).open(&cache).and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
+            let _ = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(&cache)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
         }
         Some(v)
     }
@@ -326,8 +394,14 @@ mod tests {
 
     #[test]
     fn ids_parse() {
-        assert_eq!(RootfsId::parse("aarch64").unwrap(), ("aarch64".into(), None));
-        assert_eq!(RootfsId::parse("aarch64@old").unwrap(), ("aarch64".into(), Some("old".into())));
+        assert_eq!(
+            RootfsId::parse("aarch64").unwrap(),
+            ("aarch64".into(), None)
+        );
+        assert_eq!(
+            RootfsId::parse("aarch64@old").unwrap(),
+            ("aarch64".into(), Some("old".into()))
+        );
         assert!(RootfsId::parse("aarch64@").is_err());
         assert!(RootfsId::parse("aarch64@../x").is_err());
         assert!(RootfsId::parse("aarch64@.hidden").is_err());
@@ -337,8 +411,14 @@ mod tests {
     fn stage_commit_replace_remove() {
         let t = tempfile::tempdir().unwrap();
         let s = Store::at(t.path().join("home"));
-        let id = RootfsId { arch: "aarch64".into(), name: None };
-        let other = RootfsId { arch: "aarch64".into(), name: Some("x".into()) };
+        let id = RootfsId {
+            arch: "aarch64".into(),
+            name: None,
+        };
+        let other = RootfsId {
+            arch: "aarch64".into(),
+            name: Some("x".into()),
+        };
         let _l = s.lock(&id, true, true).unwrap().unwrap();
         // A stale staging dir of another id must survive cleaning.
         let keep = s.staging(&other).unwrap();
@@ -365,7 +445,10 @@ mod tests {
     fn remove_is_refused_while_shared_lock_held() {
         let t = tempfile::tempdir().unwrap();
         let s = Store::at(t.path().to_path_buf());
-        let id = RootfsId { arch: "x86".into(), name: None };
+        let id = RootfsId {
+            arch: "x86".into(),
+            name: None,
+        };
         let _run = s.lock(&id, false, true).unwrap().unwrap();
         let err = s.remove(&id).unwrap_err();
         assert!(err.to_string().contains("in use"), "{err}");

@@ -14,7 +14,10 @@ pub struct Ui {
 
 impl Ui {
     pub fn new(quiet: bool) -> Ui {
-        Ui { quiet, tty: std::io::stderr().is_terminal() }
+        Ui {
+            quiet,
+            tty: std::io::stderr().is_terminal(),
+        }
     }
 
     /// A one-line status message.
@@ -39,9 +42,11 @@ impl Ui {
             Some(n) => ProgressBar::new(n),
             None => ProgressBar::new_spinner(),
         };
-        let style = ProgressStyle::with_template("{msg:>12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}")
-            .map(|s| s.progress_chars("=> "))
-            .unwrap_or_else(|_| ProgressStyle::default_bar());
+        let style = ProgressStyle::with_template(
+            "{msg:>12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+        )
+        .map(|s| s.progress_chars("=> "))
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
         pb.set_style(style);
         pb.set_message(msg.to_string());
         Bar(Some(pb))
@@ -52,6 +57,7 @@ impl Ui {
 pub struct Bar(Option<ProgressBar>);
 
 impl Bar {
+    #[cfg(test)]
     pub fn hidden() -> Bar {
         Bar(None)
     }

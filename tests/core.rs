@@ -34,16 +34,28 @@ fn every_mirror_arch_fetches_and_runs() {
         assert_eq!(lines[1], "3.20.3", "{arch}: /etc/alpine-release");
         // The command is PID 1's child: PID 2 in its own namespace.
         assert_eq!(lines[2], "pid=2", "{arch}");
-        assert!(lines[3].trim_start().starts_with("1 "), "{arch}: PID 1 is xroot's init: {out}");
+        assert!(
+            lines[3].trim_start().starts_with("1 "),
+            "{arch}: PID 1 is xroot's init: {out}"
+        );
         let st = env.run(&["run", arch, "--", "sh", "-c", "exit 42"]);
-        assert_eq!(st.status.code(), Some(42), "{arch}: exit status passes through");
+        assert_eq!(
+            st.status.code(),
+            Some(42),
+            "{arch}: exit status passes through"
+        );
     }
     assert_eq!(before, host_mounts(), "no mount leaked to the host");
     // list shows them installed with their version.
     let list = ok(&env.run(&["list", "--json"]));
     let v: serde_json::Value = serde_json::from_str(&list).unwrap();
     for arch in MIRROR_ARCHES {
-        let row = v.as_array().unwrap().iter().find(|r| r["arch"] == arch).unwrap();
+        let row = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["arch"] == arch)
+            .unwrap();
         assert_eq!(row["installed"][0]["version"], "3.20.3", "{arch}");
     }
 }
@@ -58,7 +70,11 @@ fn issue_examples_work() {
     // `run` fetches when not installed.
     let o = env.run(&["run", "riscv64", "--", "uname", "-m"]);
     assert_eq!(ok(&o).trim(), "riscv64");
-    assert!(stderr(&o).contains("not installed; fetching"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("not installed; fetching"),
+        "{}",
+        stderr(&o)
+    );
     let o = env.run(&["run", "ppc64le", "--", "sh", "-c", "exit 7"]);
     assert_eq!(o.status.code(), Some(7));
     // Killed by a signal: 128+N.
@@ -66,10 +82,18 @@ fn issue_examples_work() {
     assert_eq!(o.status.code(), Some(128 + 15));
     // `shell` runs a login shell reading stdin.
     let mut c = env.cmd();
-    c.args(["shell", "aarch64"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    c.args(["shell", "aarch64"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
     let mut child = c.spawn().unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(b"uname -m; echo $HOME; exit 3\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"uname -m; echo $HOME; exit 3\n")
+        .unwrap();
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert_eq!(stdout(&o), "aarch64\n/root\n");
@@ -82,19 +106,41 @@ fn fetch_verifies_and_is_idempotent() {
     let o = env.run(&["fetch", "arm64", "--binfmt", "private"]);
     ok(&o);
     let root = env.rootfs("aarch64");
-    assert_eq!(std::fs::read_to_string(root.join("etc/alpine-release")).unwrap().trim(), "3.20.3");
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/alpine-release"))
+            .unwrap()
+            .trim(),
+        "3.20.3"
+    );
     let mf = std::fs::read_to_string(env.home().join("rootfs/aarch64/manifest.toml")).unwrap();
-    assert!(mf.contains("sha256 = \"041fa34a81788242df9e78fa69b97ab45b8ec47ddbf88864755610414a7bf3de\""), "{mf}");
-    assert!(mf.contains("version = \"3.20.3\"") && mf.contains("branch = \"v3.20\"") && mf.contains(&server.url), "{mf}");
+    assert!(
+        mf.contains(
+            "sha256 = \"041fa34a81788242df9e78fa69b97ab45b8ec47ddbf88864755610414a7bf3de\""
+        ),
+        "{mf}"
+    );
+    assert!(
+        mf.contains("version = \"3.20.3\"")
+            && mf.contains("branch = \"v3.20\"")
+            && mf.contains(&server.url),
+        "{mf}"
+    );
     // Second fetch: a fast no-op.
     let t = std::time::Instant::now();
     let o = env.run(&["fetch", "aarch64"]);
     ok(&o);
     assert!(stderr(&o).contains("already installed"), "{}", stderr(&o));
-    assert!(t.elapsed().as_millis() < 500, "warm fetch took {:?}", t.elapsed());
+    assert!(
+        t.elapsed().as_millis() < 500,
+        "warm fetch took {:?}",
+        t.elapsed()
+    );
     // --force replaces it (and the old tree is gone from the store's tmp).
     ok(&env.run(&["fetch", "aarch64", "--force", "--quiet"]));
-    assert_eq!(std::fs::read_dir(env.home().join("tmp")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(env.home().join("tmp")).unwrap().count(),
+        0
+    );
     // rm removes it.
     ok(&env.run(&["rm", "aarch64"]));
     assert!(!root.exists());
@@ -116,23 +162,44 @@ fn errors_name_the_thing_and_the_fix() {
     let o = env.run(&["fetch", "aarch46"]);
     assert_eq!(o.status.code(), Some(1));
     let e = stderr(&o);
-    assert!(e.contains("unknown architecture 'aarch46'") && e.contains("did you mean 'aarch64'"), "{e}");
+    assert!(
+        e.contains("unknown architecture 'aarch46'") && e.contains("did you mean 'aarch64'"),
+        "{e}"
+    );
     // 404: names the URL.
     let o = env.run(&["fetch", "aarch64", "--branch", "v9.99"]);
     let e = stderr(&o);
-    assert!(!o.status.success() && e.contains("HTTP 404") && e.contains("/v9.99/releases/aarch64/latest-releases.yaml"), "{e}");
+    assert!(
+        !o.status.success()
+            && e.contains("HTTP 404")
+            && e.contains("/v9.99/releases/aarch64/latest-releases.yaml"),
+        "{e}"
+    );
     // Unreachable mirror.
     let o = env.run(&["fetch", "aarch64", "--mirror", "http://127.0.0.1:9"]);
     let e = stderr(&o);
-    assert!(!o.status.success() && e.contains("127.0.0.1:9") && e.contains("hint:"), "{e}");
+    assert!(
+        !o.status.success() && e.contains("127.0.0.1:9") && e.contains("hint:"),
+        "{e}"
+    );
     // No source for ppc: names where to get one.
     let o = env.run(&["fetch", "ppc"]);
     let e = stderr(&o);
-    assert!(!o.status.success() && e.contains("no known rootfs source for ppc") && e.contains("--from"), "{e}");
+    assert!(
+        !o.status.success() && e.contains("no known rootfs source for ppc") && e.contains("--from"),
+        "{e}"
+    );
     // Nothing was installed by any of these.
     assert!(!env.home().join("rootfs/aarch64").exists());
     // A missing qemu is named with its package.
-    let o = env.run(&["run", "aarch64", "--qemu", "/nonexistent/qemu-aarch64", "--", "true"]);
+    let o = env.run(&[
+        "run",
+        "aarch64",
+        "--qemu",
+        "/nonexistent/qemu-aarch64",
+        "--",
+        "true",
+    ]);
     let e = stderr(&o);
     assert!(!o.status.success() && e.contains("qemu-user-static"), "{e}");
 }
@@ -158,10 +225,24 @@ fn checksum_mismatch_installs_nothing() {
     let o = env.run(&["fetch", "aarch64", "--branch", "v3.20"]);
     let e = stderr(&o);
     assert!(!o.status.success(), "{e}");
-    assert!(e.contains("sha256 mismatch") && e.contains("expected 041fa34a81788242df9e78fa69b97ab45b8ec47ddbf88864755610414a7bf3de, got "), "{e}");
+    assert!(
+        e.contains("sha256 mismatch")
+            && e.contains(
+                "expected 041fa34a81788242df9e78fa69b97ab45b8ec47ddbf88864755610414a7bf3de, got "
+            ),
+        "{e}"
+    );
     assert!(!env.home().join("rootfs/aarch64").exists());
-    assert_eq!(std::fs::read_dir(env.home().join("tmp")).unwrap().count(), 0, "staging removed");
-    let cached: Vec<_> = std::fs::read_dir(env.home().join("cache")).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().contains(".tar.gz")).collect();
+    assert_eq!(
+        std::fs::read_dir(env.home().join("tmp")).unwrap().count(),
+        0,
+        "staging removed"
+    );
+    let cached: Vec<_> = std::fs::read_dir(env.home().join("cache"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".tar.gz"))
+        .collect();
     assert!(cached.is_empty(), "bad download removed from the cache");
 }
 
@@ -193,21 +274,53 @@ fn sandbox_view_is_complete_and_private() {
     assert_eq!(lines[1], "main.c");
     assert_eq!(lines[2], "xroot-aarch64");
     assert_eq!(lines[3], "bar /root");
-    for want in ["dev-ok", "proc-ok", "sys-ok", "resolv-ro", "procsys-ro", "sysrq-ro", "binfmt-ro"] {
+    for want in [
+        "dev-ok",
+        "proc-ok",
+        "sys-ok",
+        "resolv-ro",
+        "procsys-ro",
+        "sysrq-ro",
+        "binfmt-ro",
+    ] {
         assert!(lines.contains(&want), "{want} missing in {out}");
     }
     // Writes to the bound directory land on the host.
     assert!(proj.join("created-inside").exists());
     // The host's environment did not leak in.
-    let o = env.cmd().env("SECRET_HOST_VAR", "1").args(["run", "aarch64", "--", "env"]).output().unwrap();
+    let o = env
+        .cmd()
+        .env("SECRET_HOST_VAR", "1")
+        .args(["run", "aarch64", "--", "env"])
+        .output()
+        .unwrap();
     assert!(!ok(&o).contains("SECRET_HOST_VAR"));
     // --hostname, --workdir, --ro-bind.
-    let o = env.run(&["run", "aarch64", "--hostname", "box", "--workdir", "/etc", "--ro-bind", proj.to_str().unwrap(), "--", "sh", "-c", &format!("hostname; pwd; touch {}/x 2>/dev/null || echo ro", want_cwd.display())]);
+    let o = env.run(&[
+        "run",
+        "aarch64",
+        "--hostname",
+        "box",
+        "--workdir",
+        "/etc",
+        "--ro-bind",
+        proj.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        &format!(
+            "hostname; pwd; touch {}/x 2>/dev/null || echo ro",
+            want_cwd.display()
+        ),
+    ]);
     assert_eq!(ok(&o), "box\n/etc\nro\n");
     // The rootfs is left exactly as installed: the project path created as a
     // mount point is gone again.
     let first_new: std::path::PathBuf = want_cwd.iter().skip(1).take(2).collect(); // tmp/xroot-test-XXXX
-    assert!(!env.rootfs("aarch64").join(&first_new).exists(), "mount point {first_new:?} left in the rootfs");
+    assert!(
+        !env.rootfs("aarch64").join(&first_new).exists(),
+        "mount point {first_new:?} left in the rootfs"
+    );
 }
 
 #[test]
@@ -226,7 +339,8 @@ fn host_root_is_unreachable() {
         m = marker.display(),
     );
     let mut c = env.cmd();
-    c.current_dir("/").args(["run", "aarch64", "--", "sh", "-c", &script]);
+    c.current_dir("/")
+        .args(["run", "aarch64", "--", "sh", "-c", &script]);
     let out = ok(&c.output().unwrap());
     assert!(!out.contains("via-"), "host reachable: {out}");
     assert!(!out.contains("host-files"), "{out}");
@@ -243,10 +357,24 @@ fn killing_xroot_kills_the_guest() {
     ok(&env.run(&["fetch", "aarch64", "--quiet"]));
     let before = host_mounts();
     let tag = format!("xroot-kill-test-{}", std::process::id());
-    let mut child = env.cmd().args(["run", "aarch64", "--", "sh", "-c", &format!("sleep 1000 & sleep 1001 & echo {tag}; wait")]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut child = env
+        .cmd()
+        .args([
+            "run",
+            "aarch64",
+            "--",
+            "sh",
+            "-c",
+            &format!("sleep 1000 & sleep 1001 & echo {tag}; wait"),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut line = String::new();
     use std::io::BufRead;
-    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     assert_eq!(line.trim(), tag);
     // SAFETY: plain kill of our child.
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
@@ -258,7 +386,10 @@ fn killing_xroot_kills_the_guest() {
         if alive == 0 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "{alive} guest processes survive");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{alive} guest processes survive"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     assert_eq!(before, host_mounts());
@@ -298,15 +429,28 @@ fn installed_rootfs_unchanged_by_entering() {
     c.current_dir(&proj).args(["run", "aarch64", "--", "true"]);
     ok(&c.output().unwrap());
     let after = snap();
-    let changed: Vec<_> = before.iter().filter(|l| !after.contains(l)).chain(after.iter().filter(|l| !before.contains(l))).collect();
-    assert!(changed.is_empty(), "rootfs changed by entering it: {changed:?}");
+    let changed: Vec<_> = before
+        .iter()
+        .filter(|l| !after.contains(l))
+        .chain(after.iter().filter(|l| !before.contains(l)))
+        .collect();
+    assert!(
+        changed.is_empty(),
+        "rootfs changed by entering it: {changed:?}"
+    );
 }
 
 fn walk(p: &Path, out: &mut Vec<String>) {
     for e in std::fs::read_dir(p).unwrap().flatten() {
         let m = std::fs::symlink_metadata(e.path()).unwrap();
         use std::os::unix::fs::MetadataExt;
-        out.push(format!("{} {:o} {} {}", e.path().display(), m.mode(), m.len(), m.mtime()));
+        out.push(format!(
+            "{} {:o} {} {}",
+            e.path().display(),
+            m.mode(),
+            m.len(),
+            m.mtime()
+        ));
         if m.is_dir() {
             walk(&e.path(), out);
         }

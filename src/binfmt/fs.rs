@@ -20,7 +20,9 @@ pub struct Instance {
 
 impl Instance {
     pub fn host() -> Instance {
-        Instance { dir: PathBuf::from(HOST_DIR) }
+        Instance {
+            dir: PathBuf::from(HOST_DIR),
+        }
     }
 
     pub fn is_mounted(&self) -> bool {
@@ -43,20 +45,25 @@ impl Instance {
 
     /// Whether the instance as a whole is enabled (`echo 0 > status` disables all).
     pub fn enabled(&self) -> bool {
-        fs::read_to_string(self.dir.join("status")).map(|s| s.trim() == "enabled").unwrap_or(false)
+        fs::read_to_string(self.dir.join("status"))
+            .map(|s| s.trim() == "enabled")
+            .unwrap_or(false)
     }
 
     /// Every handler registered in this instance.
     pub fn handlers(&self) -> Result<Vec<Handler>> {
         let mut out = Vec::new();
-        let rd = fs::read_dir(&self.dir).with_context(|| format!("listing {}", self.dir.display()))?;
+        let rd =
+            fs::read_dir(&self.dir).with_context(|| format!("listing {}", self.dir.display()))?;
         for e in rd {
             let e = e.with_context(|| format!("listing {}", self.dir.display()))?;
             let name = e.file_name().to_string_lossy().into_owned();
             if name == "register" || name == "status" {
                 continue;
             }
-            let Ok(text) = fs::read_to_string(e.path()) else { continue };
+            let Ok(text) = fs::read_to_string(e.path()) else {
+                continue;
+            };
             if let Some(h) = Handler::parse(&name, &text) {
                 out.push(h);
             }
@@ -68,7 +75,9 @@ impl Instance {
     /// Registers a handler. With F, the kernel opens the interpreter now,
     /// resolving its path in the caller's current root.
     pub fn register(&self, r: &Registration) -> Result<()> {
-        let line = r.line().map_err(|e| anyhow::anyhow!("cannot register {}: {e}", r.name))?;
+        let line = r
+            .line()
+            .map_err(|e| anyhow::anyhow!("cannot register {}: {e}", r.name))?;
         let reg = self.dir.join("register");
         fs::write(&reg, line.as_bytes()).map_err(|e| {
             let hint = if e.raw_os_error() == Some(libc::EEXIST) {
@@ -87,11 +96,6 @@ impl Instance {
         let p = self.dir.join(name);
         fs::write(&p, b"-1").with_context(|| format!("removing binfmt handler {}", p.display()))
     }
-}
-
-/// The path of a handler's file, for messages.
-pub fn handler_path(inst: &Instance, name: &str) -> PathBuf {
-    inst.dir.join(name)
 }
 
 /// Whether a path exists (for [`Handler::problems`]).

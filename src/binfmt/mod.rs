@@ -66,11 +66,20 @@ impl Registration {
     /// The line written to `register`: `:name:M:0:magic:mask:interpreter:flags`.
     /// Every magic/mask byte is `\x`-escaped so `:` and NUL bytes are safe.
     pub fn line(&self) -> Result<String, String> {
-        let interp = self.interpreter.to_str().ok_or("interpreter path is not UTF-8")?;
+        let interp = self
+            .interpreter
+            .to_str()
+            .ok_or("interpreter path is not UTF-8")?;
         if interp.contains(':') || interp.contains('\n') {
-            return Err(format!("interpreter path {interp:?} contains ':' or a newline"));
+            return Err(format!(
+                "interpreter path {interp:?} contains ':' or a newline"
+            ));
         }
-        if self.name.is_empty() || self.name.contains(['/', ':']) || self.name == "." || self.name == ".." {
+        if self.name.is_empty()
+            || self.name.contains(['/', ':'])
+            || self.name == "."
+            || self.name == ".."
+        {
             return Err(format!("bad handler name {:?}", self.name));
         }
         let esc = |b: &[u8]| b.iter().map(|x| format!("\\x{x:02x}")).collect::<String>();
@@ -170,7 +179,10 @@ impl Handler {
                 self.interpreter.display()
             ));
             if !interp_exists(&self.interpreter) {
-                out.push(format!("its interpreter {} does not exist", self.interpreter.display()));
+                out.push(format!(
+                    "its interpreter {} does not exist",
+                    self.interpreter.display()
+                ));
             }
         }
         out
@@ -210,14 +222,31 @@ mod tests {
             name: "qemu-aarch64".into(),
             magic: c.find("aarch64").unwrap().binfmt.clone(),
             interpreter: "/usr/bin/qemu-aarch64-static".into(),
-            flags: Flags { preserve_argv0: true, open_binary: true, credentials: true, fix_binary: true },
+            flags: Flags {
+                preserve_argv0: true,
+                open_binary: true,
+                credentials: true,
+                fix_binary: true,
+            },
         };
         let line = r.line().unwrap();
-        assert!(line.starts_with(":qemu-aarch64:M:0:\\x7f\\x45\\x4c\\x46\\x02"), "{line}");
-        assert!(line.ends_with(":/usr/bin/qemu-aarch64-static:POCF"), "{line}");
-        let bad = Registration { interpreter: "/a:b".into(), ..r.clone() };
+        assert!(
+            line.starts_with(":qemu-aarch64:M:0:\\x7f\\x45\\x4c\\x46\\x02"),
+            "{line}"
+        );
+        assert!(
+            line.ends_with(":/usr/bin/qemu-aarch64-static:POCF"),
+            "{line}"
+        );
+        let bad = Registration {
+            interpreter: "/a:b".into(),
+            ..r.clone()
+        };
         assert!(bad.line().is_err());
-        let bad = Registration { name: "../x".into(), ..r };
+        let bad = Registration {
+            name: "../x".into(),
+            ..r
+        };
         assert!(bad.line().is_err());
     }
 
@@ -236,10 +265,16 @@ mod tests {
 
     #[test]
     fn unfit_handlers_are_explained() {
-        let h = Handler::parse("qemu-aarch64", &STATUS.replace("enabled", "disabled").replace("POCF", "P")).unwrap();
+        let h = Handler::parse(
+            "qemu-aarch64",
+            &STATUS.replace("enabled", "disabled").replace("POCF", "P"),
+        )
+        .unwrap();
         let p = h.problems(|_| false);
         assert_eq!(p.len(), 3, "{p:?}");
-        assert!(p[0].contains("disabled") && p[1].contains("F flag") && p[2].contains("does not exist"));
+        assert!(
+            p[0].contains("disabled") && p[1].contains("F flag") && p[2].contains("does not exist")
+        );
         let h = Handler::parse("qemu-aarch64", STATUS).unwrap();
         assert!(h.problems(|_| false).is_empty(), "F pins the interpreter");
         assert_eq!(h.warnings(|_| false).len(), 1);
@@ -247,8 +282,14 @@ mod tests {
 
     #[test]
     fn extension_handlers_never_match() {
-        let h = Handler::parse("python", "enabled\ninterpreter /usr/bin/python3\nflags: \nextension .pyc\n").unwrap();
-        assert!(!h.matches(b"\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00"));
+        let h = Handler::parse(
+            "python",
+            "enabled\ninterpreter /usr/bin/python3\nflags: \nextension .pyc\n",
+        )
+        .unwrap();
+        assert!(
+            !h.matches(b"\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00")
+        );
     }
 
     #[test]

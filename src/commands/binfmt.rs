@@ -33,10 +33,22 @@ fn is_root() -> bool {
 }
 
 /// Decides how `spec` binaries will run and checks that they can.
-pub fn prepare(ctx: &Ctx, spec: &Spec, mode: Option<BinfmtMode>, qemu_override: Option<&Path>) -> Result<Prepared> {
+pub fn prepare(
+    ctx: &Ctx,
+    spec: &Spec,
+    mode: Option<BinfmtMode>,
+    qemu_override: Option<&Path>,
+) -> Result<Prepared> {
     let native = host::native(spec);
-    let mode = mode.unwrap_or(if private_supported() { BinfmtMode::Private } else { BinfmtMode::Host });
-    let mut out = Prepared { personality32: native == Native::Compat32, ..Default::default() };
+    let mode = mode.unwrap_or(if private_supported() {
+        BinfmtMode::Private
+    } else {
+        BinfmtMode::Host
+    });
+    let mut out = Prepared {
+        personality32: native == Native::Compat32,
+        ..Default::default()
+    };
     match mode {
         BinfmtMode::Private => {
             if !private_supported() {
@@ -75,13 +87,22 @@ fn registration(ctx: &Ctx, spec: &Spec, qemu: &Path) -> Registration {
         name: format!("qemu-{}", spec.qemu),
         magic: spec.binfmt.clone(),
         interpreter: qemu.to_path_buf(),
-        flags: Flags { preserve_argv0: p, open_binary: true, credentials: true, fix_binary: true },
+        flags: Flags {
+            preserve_argv0: p,
+            open_binary: true,
+            credentials: true,
+            fix_binary: true,
+        },
     }
 }
 
 /// The host handlers that would claim `spec`'s binaries.
 fn claimers(inst: &Instance, spec: &Spec) -> Result<Vec<Handler>> {
-    Ok(inst.handlers()?.into_iter().filter(|h| h.claims(&spec.binfmt)).collect())
+    Ok(inst
+        .handlers()?
+        .into_iter()
+        .filter(|h| h.claims(&spec.binfmt))
+        .collect())
 }
 
 /// Host mode: a fitting host handler must exist; root installs a missing
@@ -91,32 +112,66 @@ fn ensure_host_handler(ctx: &Ctx, spec: &Spec, qemu_override: Option<&Path>) -> 
     if !inst.is_mounted() {
         if !is_root() {
             return Err(hinted(
-                format!("binfmt_misc is not mounted at {} and there is no host handler for {}", inst.dir.display(), spec.name),
-                format!("run once as root: sudo xroot binfmt install {}{}", spec.name, private_hint()),
+                format!(
+                    "binfmt_misc is not mounted at {} and there is no host handler for {}",
+                    inst.dir.display(),
+                    spec.name
+                ),
+                format!(
+                    "run once as root: sudo xroot binfmt install {}{}",
+                    spec.name,
+                    private_hint()
+                ),
             ));
         }
         inst.ensure_mounted()?;
     }
     if !inst.enabled() {
-        return Err(hinted(format!("binfmt_misc is disabled on this host ({}/status)", inst.dir.display()), "enable it: echo 1 | sudo tee /proc/sys/fs/binfmt_misc/status"));
+        return Err(hinted(
+            format!(
+                "binfmt_misc is disabled on this host ({}/status)",
+                inst.dir.display()
+            ),
+            "enable it: echo 1 | sudo tee /proc/sys/fs/binfmt_misc/status",
+        ));
     }
     let found = claimers(&inst, spec)?;
     if found.is_empty() {
         if !is_root() {
-            return Err(hinted(format!("no binfmt_misc handler for {} on this host", spec.name), format!("register one once as root: sudo xroot binfmt install {}{}", spec.name, private_hint())));
+            return Err(hinted(
+                format!("no binfmt_misc handler for {} on this host", spec.name),
+                format!(
+                    "register one once as root: sudo xroot binfmt install {}{}",
+                    spec.name,
+                    private_hint()
+                ),
+            ));
         }
         let q = qemu::find(&spec.qemu, qemu_override)?;
         let r = registration(ctx, spec, &q);
         inst.register(&r)?;
-        ctx.ui.info(format!("registered host binfmt handler {} → {} (flags {})", r.name, q.display(), r.flags.letters()));
+        ctx.ui.info(format!(
+            "registered host binfmt handler {} → {} (flags {})",
+            r.name,
+            q.display(),
+            r.flags.letters()
+        ));
         return Ok(());
     }
     let h = &found[0];
     let problems = h.problems(exists);
     if !problems.is_empty() {
         return Err(hinted(
-            format!("the host's binfmt handler for {} cannot run a guest: {}", spec.name, problems.join("; ")),
-            format!("replace it: sudo xroot binfmt install {} --force{}", spec.name, private_hint()),
+            format!(
+                "the host's binfmt handler for {} cannot run a guest: {}",
+                spec.name,
+                problems.join("; ")
+            ),
+            format!(
+                "replace it: sudo xroot binfmt install {} --force{}",
+                spec.name,
+                private_hint()
+            ),
         ));
     }
     for w in h.warnings(exists) {
@@ -172,14 +227,22 @@ fn selected<'a>(ctx: &'a Ctx, arches: &[String]) -> Result<Vec<&'a Spec>> {
 pub fn command(ctx: &Ctx, cmd: BinfmtCommand) -> Result<i32> {
     match cmd {
         BinfmtCommand::Status { arches, json, qemu } => status(ctx, &arches, json, qemu.as_deref()),
-        BinfmtCommand::Install { arches, force, qemu } => install(ctx, &arches, force, qemu.as_deref()).map(|_| 0),
+        BinfmtCommand::Install {
+            arches,
+            force,
+            qemu,
+        } => install(ctx, &arches, force, qemu.as_deref()).map(|_| 0),
         BinfmtCommand::Remove { arches } => remove(ctx, &arches).map(|_| 0),
     }
 }
 
 fn status(ctx: &Ctx, arches: &[String], json: bool, qemu_override: Option<&Path>) -> Result<i32> {
     let inst = Instance::host();
-    let handlers = if inst.is_mounted() { inst.handlers()? } else { Vec::new() };
+    let handlers = if inst.is_mounted() {
+        inst.handlers()?
+    } else {
+        Vec::new()
+    };
     let mut rows = Vec::new();
     for spec in selected(ctx, arches)? {
         let native = host::native(spec);
@@ -191,10 +254,25 @@ fn status(ctx: &Ctx, arches: &[String], json: bool, qemu_override: Option<&Path>
         let hs: Vec<HandlerStatus> = handlers
             .iter()
             .filter(|h| h.claims(&spec.binfmt))
-            .map(|h| HandlerStatus { name: h.name.clone(), enabled: h.enabled, interpreter: h.interpreter.display().to_string(), flags: h.flags.letters(), problems: h.problems(exists), warnings: h.warnings(exists) })
+            .map(|h| HandlerStatus {
+                name: h.name.clone(),
+                enabled: h.enabled,
+                interpreter: h.interpreter.display().to_string(),
+                flags: h.flags.letters(),
+                problems: h.problems(exists),
+                warnings: h.warnings(exists),
+            })
             .collect();
         let ok = native != Native::No || hs.first().is_some_and(|h| h.problems.is_empty());
-        rows.push(Status { arch: spec.name.clone(), qemu_target: spec.qemu.clone(), native: native_word(native), qemu, qemu_static, handlers: hs, ok });
+        rows.push(Status {
+            arch: spec.name.clone(),
+            qemu_target: spec.qemu.clone(),
+            native: native_word(native),
+            qemu,
+            qemu_static,
+            handlers: hs,
+            ok,
+        });
     }
     if json {
         #[derive(Serialize)]
@@ -204,12 +282,33 @@ fn status(ctx: &Ctx, arches: &[String], json: bool, qemu_override: Option<&Path>
             private_supported: bool,
             arches: Vec<Status>,
         }
-        let out = Out { binfmt_misc_mounted: inst.is_mounted(), binfmt_misc_enabled: inst.enabled(), private_supported: private_supported(), arches: rows };
+        let out = Out {
+            binfmt_misc_mounted: inst.is_mounted(),
+            binfmt_misc_enabled: inst.enabled(),
+            private_supported: private_supported(),
+            arches: rows,
+        };
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(0);
     }
-    println!("host binfmt_misc: {}", if !inst.is_mounted() { "not mounted" } else if inst.enabled() { "mounted, enabled" } else { "mounted, DISABLED" });
-    println!("private per-guest handlers (Linux 6.7+): {}", if private_supported() { "supported (default for run/shell)" } else { "not supported by this kernel" });
+    println!(
+        "host binfmt_misc: {}",
+        if !inst.is_mounted() {
+            "not mounted"
+        } else if inst.enabled() {
+            "mounted, enabled"
+        } else {
+            "mounted, DISABLED"
+        }
+    );
+    println!(
+        "private per-guest handlers (Linux 6.7+): {}",
+        if private_supported() {
+            "supported (default for run/shell)"
+        } else {
+            "not supported by this kernel"
+        }
+    );
     println!("{:<12} {:<8} {:<34} HOST HANDLER", "ARCH", "NATIVE", "QEMU");
     for r in &rows {
         let q = match (&r.qemu, r.qemu_static) {
@@ -220,7 +319,15 @@ fn status(ctx: &Ctx, arches: &[String], json: bool, qemu_override: Option<&Path>
         let h = match r.handlers.first() {
             None if r.native != "no" => "not needed".to_string(),
             None => "none".to_string(),
-            Some(h) if h.problems.is_empty() => format!("{} ok (flags {}){}", h.name, h.flags, h.warnings.iter().map(|w| format!("; {w}")).collect::<String>()),
+            Some(h) if h.problems.is_empty() => format!(
+                "{} ok (flags {}){}",
+                h.name,
+                h.flags,
+                h.warnings
+                    .iter()
+                    .map(|w| format!("; {w}"))
+                    .collect::<String>()
+            ),
             Some(h) => format!("{} UNFIT: {}", h.name, h.problems.join("; ")),
         };
         println!("{:<12} {:<8} {:<34} {}", r.arch, r.native, q, h);
@@ -230,7 +337,17 @@ fn status(ctx: &Ctx, arches: &[String], json: bool, qemu_override: Option<&Path>
 
 fn require_root(what: &str) -> Result<()> {
     if !is_root() {
-        bail!(hinted(format!("{what} changes the host's global binfmt_misc handlers and needs root"), format!("sudo xroot binfmt {what}{}", if private_supported() { "; or skip it: run/shell use a private handler without root" } else { "" })));
+        bail!(hinted(
+            format!("{what} changes the host's global binfmt_misc handlers and needs root"),
+            format!(
+                "sudo xroot binfmt {what}{}",
+                if private_supported() {
+                    "; or skip it: run/shell use a private handler without root"
+                } else {
+                    ""
+                }
+            )
+        ));
     }
     Ok(())
 }
@@ -243,7 +360,10 @@ fn install(ctx: &Ctx, arches: &[String], force: bool, qemu_override: Option<&Pat
     let mut failed = Vec::new();
     for spec in selected(ctx, arches)? {
         if host::native(spec) != Native::No {
-            ctx.ui.info(format!("{}: runs natively here; no handler needed", spec.name));
+            ctx.ui.info(format!(
+                "{}: runs natively here; no handler needed",
+                spec.name
+            ));
             continue;
         }
         let q = match qemu::find(&spec.qemu, qemu_override) {
@@ -259,7 +379,12 @@ fn install(ctx: &Ctx, arches: &[String], force: bool, qemu_override: Option<&Pat
             let problems = h.problems(exists);
             if !force {
                 if problems.is_empty() {
-                    ctx.ui.info(format!("{}: handler {} already fits (flags {})", spec.name, h.name, h.flags.letters()));
+                    ctx.ui.info(format!(
+                        "{}: handler {} already fits (flags {})",
+                        spec.name,
+                        h.name,
+                        h.flags.letters()
+                    ));
                     continue;
                 }
                 ctx.ui.warn(format!("{}: existing handler {} does not fit: {}; not changed (use --force to replace it)", spec.name, h.name, problems.join("; ")));
@@ -268,24 +393,41 @@ fn install(ctx: &Ctx, arches: &[String], force: bool, qemu_override: Option<&Pat
             }
             for h in &existing {
                 inst.remove(&h.name)?;
-                ctx.ui.info(format!("{}: removed handler {} ({})", spec.name, h.name, h.interpreter.display()));
+                ctx.ui.info(format!(
+                    "{}: removed handler {} ({})",
+                    spec.name,
+                    h.name,
+                    h.interpreter.display()
+                ));
             }
         }
         let r = registration(ctx, spec, &q);
         // A handler of the same name that claims other bytes is in the way too.
         if inst.dir.join(&r.name).exists() {
             if !force {
-                ctx.ui.warn(format!("{}: a handler named {} exists (for other binaries); not changed (use --force)", spec.name, r.name));
+                ctx.ui.warn(format!(
+                    "{}: a handler named {} exists (for other binaries); not changed (use --force)",
+                    spec.name, r.name
+                ));
                 failed.push(spec.name.clone());
                 continue;
             }
             inst.remove(&r.name)?;
         }
         inst.register(&r)?;
-        ctx.ui.info(format!("{}: registered {} → {} (flags {})", spec.name, r.name, q.display(), r.flags.letters()));
+        ctx.ui.info(format!(
+            "{}: registered {} → {} (flags {})",
+            spec.name,
+            r.name,
+            q.display(),
+            r.flags.letters()
+        ));
     }
     if !failed.is_empty() {
-        bail!(hinted(format!("handlers left unchanged for: {}", failed.join(", ")), "see `xroot binfmt status`; replace with --force"));
+        bail!(hinted(
+            format!("handlers left unchanged for: {}", failed.join(", ")),
+            "see `xroot binfmt status`; replace with --force"
+        ));
     }
     Ok(())
 }
@@ -294,7 +436,8 @@ fn remove(ctx: &Ctx, arches: &[String]) -> Result<()> {
     require_root("remove")?;
     let inst = Instance::host();
     if !inst.is_mounted() {
-        ctx.ui.info("binfmt_misc is not mounted: no handlers to remove");
+        ctx.ui
+            .info("binfmt_misc is not mounted: no handlers to remove");
         return Ok(());
     }
     for spec in selected(ctx, arches)? {
@@ -304,7 +447,8 @@ fn remove(ctx: &Ctx, arches: &[String]) -> Result<()> {
         }
         for h in hs {
             inst.remove(&h.name)?;
-            ctx.ui.info(format!("{}: removed handler {}", spec.name, h.name));
+            ctx.ui
+                .info(format!("{}: removed handler {}", spec.name, h.name));
         }
     }
     Ok(())

@@ -19,8 +19,18 @@ struct Check {
     fix: Option<String>,
 }
 
-fn check(name: impl Into<String>, ok: bool, detail: impl Into<String>, fix: Option<String>) -> Check {
-    Check { name: name.into(), ok, detail: detail.into(), fix: if ok { None } else { fix } }
+fn check(
+    name: impl Into<String>,
+    ok: bool,
+    detail: impl Into<String>,
+    fix: Option<String>,
+) -> Check {
+    Check {
+        name: name.into(),
+        ok,
+        detail: detail.into(),
+        fix: if ok { None } else { fix },
+    }
 }
 
 pub fn doctor(ctx: &Ctx, json: bool) -> Result<i32> {
@@ -28,9 +38,15 @@ pub fn doctor(ctx: &Ctx, json: bool) -> Result<i32> {
     let (maj, min) = host::kernel_version();
     checks.push(check("kernel", (maj, min) >= (5, 12), format!("Linux {maj}.{min}"), Some("xroot needs Linux 5.12+ (mount_setattr, binfmt P flag); 6.7+ for private binfmt handlers".into())));
 
-    let max_ns = fs::read_to_string("/proc/sys/user/max_user_namespaces").ok().and_then(|s| s.trim().parse::<u64>().ok());
-    let apparmor = fs::read_to_string("/proc/sys/kernel/apparmor_restrict_unprivileged_userns").ok().map(|s| s.trim() == "1");
-    let debian_clone = fs::read_to_string("/proc/sys/kernel/unprivileged_userns_clone").ok().map(|s| s.trim() == "0");
+    let max_ns = fs::read_to_string("/proc/sys/user/max_user_namespaces")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    let apparmor = fs::read_to_string("/proc/sys/kernel/apparmor_restrict_unprivileged_userns")
+        .ok()
+        .map(|s| s.trim() == "1");
+    let debian_clone = fs::read_to_string("/proc/sys/kernel/unprivileged_userns_clone")
+        .ok()
+        .map(|s| s.trim() == "0");
     let userns_works = try_userns();
     let (ok, detail, fix) = match (userns_works, max_ns, apparmor, debian_clone) {
         (true, ..) => (true, "can be created".to_string(), None),
@@ -45,56 +61,105 @@ pub fn doctor(ctx: &Ctx, json: bool) -> Result<i32> {
     checks.push(check(
         "private binfmt_misc",
         private,
-        if private { "supported: guests get their own qemu handlers, the host's stay untouched".to_string() } else { format!("not supported by Linux {maj}.{min} (needs 6.7)") },
+        if private {
+            "supported: guests get their own qemu handlers, the host's stay untouched".to_string()
+        } else {
+            format!("not supported by Linux {maj}.{min} (needs 6.7)")
+        },
         Some("register host handlers once as root: sudo xroot binfmt install".into()),
     ));
 
     for spec in ctx.catalog.qemu_targets() {
         if host::native(spec) != Native::No {
-            checks.push(check(format!("qemu-{}", spec.qemu), true, "not needed: runs natively", None));
+            checks.push(check(
+                format!("qemu-{}", spec.qemu),
+                true,
+                "not needed: runs natively",
+                None,
+            ));
             continue;
         }
         let (ok, detail) = match qemu::lookup(&spec.qemu, None) {
             Lookup::Found(p) => (true, format!("{} (static)", p.display())),
-            Lookup::Dynamic(p) => (false, format!("{} is dynamically linked and cannot run inside a guest", p.display())),
+            Lookup::Dynamic(p) => (
+                false,
+                format!(
+                    "{} is dynamically linked and cannot run inside a guest",
+                    p.display()
+                ),
+            ),
             Lookup::Missing => (false, "not found".to_string()),
         };
-        checks.push(check(format!("qemu-{}", spec.qemu), ok, detail, Some(qemu::install_hint(&spec.qemu))));
+        checks.push(check(
+            format!("qemu-{}", spec.qemu),
+            ok,
+            detail,
+            Some(qemu::install_hint(&spec.qemu)),
+        ));
     }
 
     let uid = nix::unistd::geteuid().as_raw();
     let map = IdMap::for_caller();
     let (ok, detail) = match &map {
         IdMap::Identity => (true, "root: identity map over all ids".to_string()),
-        IdMap::Subordinate { subuid, subgid, .. } => (true, format!("0 → uid {uid}, 1..{} → {}.. (subgid {}..)", subuid.count, subuid.start, subgid.start)),
-        IdMap::Single { .. } => (false, format!("only root (0 → uid {uid}) is mapped: chown/adduser inside will fail")),
+        IdMap::Subordinate { subuid, subgid, .. } => (
+            true,
+            format!(
+                "0 → uid {uid}, 1..{} → {}.. (subgid {}..)",
+                subuid.count, subuid.start, subgid.start
+            ),
+        ),
+        IdMap::Single { .. } => (
+            false,
+            format!("only root (0 → uid {uid}) is mapped: chown/adduser inside will fail"),
+        ),
     };
     let who = idmap::user_name(uid).unwrap_or_else(|| uid.to_string());
     checks.push(check("id map", ok, detail, Some(format!("install uidmap (newuidmap/newgidmap) and add ranges: sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {who}"))));
 
     let home = &ctx.store.home;
-    let probe = home.ancestors().find(|p| p.exists()).map(|p| p.to_path_buf()).unwrap_or_else(|| "/".into());
+    let probe = home
+        .ancestors()
+        .find(|p| p.exists())
+        .map(|p| p.to_path_buf())
+        .unwrap_or_else(|| "/".into());
     let (ok, detail) = match nix::sys::statvfs::statvfs(&probe) {
         Ok(s) => {
-            let free = s.blocks_available() as u64 * s.fragment_size() as u64;
-            (free > 200 << 20, format!("{} ({} MB free)", home.display(), free >> 20))
+            let free = s.blocks_available() * s.fragment_size();
+            (
+                free > 200 << 20,
+                format!("{} ({} MB free)", home.display(), free >> 20),
+            )
         }
         Err(e) => (false, format!("{}: {e}", home.display())),
     };
-    checks.push(check("store", ok, detail, Some("free some space, or set XROOT_HOME to a roomier place".into())));
+    checks.push(check(
+        "store",
+        ok,
+        detail,
+        Some("free some space, or set XROOT_HOME to a roomier place".into()),
+    ));
 
     if json {
         println!("{}", serde_json::to_string_pretty(&checks)?);
     } else {
         for c in &checks {
-            println!("{:<5} {:<22} {}", if c.ok { "OK" } else { "FIX" }, c.name, c.detail);
+            println!(
+                "{:<5} {:<22} {}",
+                if c.ok { "OK" } else { "FIX" },
+                c.name,
+                c.detail
+            );
             if let Some(f) = &c.fix {
                 println!("{:<28}→ {f}", "");
             }
         }
     }
     // Missing qemus for arches nobody uses are not failures of the machine.
-    let essential = checks.iter().filter(|c| !c.ok && !c.name.starts_with("qemu-") && c.name != "id map").count();
+    let essential = checks
+        .iter()
+        .filter(|c| !c.ok && !c.name.starts_with("qemu-") && c.name != "id map")
+        .count();
     Ok(if essential > 0 { 1 } else { 0 })
 }
 
@@ -107,7 +172,10 @@ fn try_userns() -> bool {
             // SAFETY: _exit is always safe in a forked child.
             unsafe { libc::_exit(if ok { 0 } else { 1 }) }
         }
-        Ok(nix::unistd::ForkResult::Parent { child }) => matches!(nix::sys::wait::waitpid(child, None), Ok(nix::sys::wait::WaitStatus::Exited(_, 0))),
+        Ok(nix::unistd::ForkResult::Parent { child }) => matches!(
+            nix::sys::wait::waitpid(child, None),
+            Ok(nix::sys::wait::WaitStatus::Exited(_, 0))
+        ),
         Err(_) => false,
     }
 }

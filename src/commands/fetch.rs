@@ -15,12 +15,18 @@ pub fn fetch(ctx: &Ctx, a: FetchArgs) -> Result<Installed> {
     if let Some(n) = a.name {
         crate::store::validate_name(&n)?;
         if name.as_ref().is_some_and(|x| *x != n) {
-            return Err(hinted(format!("{} and --name {n} disagree", a.arch), "give the name once, as ARCH@NAME or --name"));
+            return Err(hinted(
+                format!("{} and --name {n} disagree", a.arch),
+                "give the name once, as ARCH@NAME or --name",
+            ));
         }
         name = Some(n);
     }
     let spec = ctx.catalog.resolve(&arch)?;
-    let id = RootfsId { arch: spec.name.clone(), name };
+    let id = RootfsId {
+        arch: spec.name.clone(),
+        name,
+    };
     let mut req = request(id, &a.source)?;
     req.force = a.force;
     req.from = a.from.map(|f| absolutize(&f));
@@ -49,7 +55,12 @@ pub fn limits(max_size: Option<u64>) -> Result<Limits> {
     let mut l = Limits::default();
     let env = std::env::var("XROOT_MAX_UNPACKED").ok();
     if let Some(v) = max_size.or(match env {
-        Some(s) => Some(s.parse::<u64>().map_err(|_| hinted(format!("XROOT_MAX_UNPACKED={s:?} is not a number of bytes"), "set it to e.g. 8589934592"))?),
+        Some(s) => Some(s.parse::<u64>().map_err(|_| {
+            hinted(
+                format!("XROOT_MAX_UNPACKED={s:?} is not a number of bytes"),
+                "set it to e.g. 8589934592",
+            )
+        })?),
         None => None,
     }) {
         l.max_bytes = v;
@@ -60,7 +71,9 @@ pub fn limits(max_size: Option<u64>) -> Result<Limits> {
 /// A relative `--from` path is relative to where the user is.
 fn absolutize(from: &str) -> String {
     match crate::fetch::transport::local_path(from) {
-        Some(p) if p.is_relative() && !from.starts_with("file://") => std::env::current_dir().map(|d| d.join(p).display().to_string()).unwrap_or_else(|_| from.to_string()),
+        Some(p) if p.is_relative() && !from.starts_with("file://") => std::env::current_dir()
+            .map(|d| d.join(p).display().to_string())
+            .unwrap_or_else(|_| from.to_string()),
         _ => from.to_string(),
     }
 }
@@ -71,8 +84,18 @@ pub fn ensure(ctx: &Ctx, spec: &Spec, id: &RootfsId, s: &SourceArgs) -> Result<I
         return Ok(i);
     }
     if id.name.is_some() {
-        return Err(hinted(format!("{id} is not installed"), format!("install it first: xroot fetch {id} --from URL|FILE (or --branch BRANCH)")));
+        return Err(hinted(
+            format!("{id} is not installed"),
+            format!("install it first: xroot fetch {id} --from URL|FILE (or --branch BRANCH)"),
+        ));
     }
-    ctx.ui.info(format!("{id} is not installed; fetching it first"));
-    fetch::fetch(&ctx.store, &ctx.catalog, spec, &request(id.clone(), s)?, ctx.ui)
+    ctx.ui
+        .info(format!("{id} is not installed; fetching it first"));
+    fetch::fetch(
+        &ctx.store,
+        &ctx.catalog,
+        spec,
+        &request(id.clone(), s)?,
+        ctx.ui,
+    )
 }

@@ -57,7 +57,13 @@ pub fn list(ctx: &Ctx, json: bool) -> Result<()> {
             installed: installed
                 .iter()
                 .filter(|i| i.id.arch == spec.name)
-                .map(|i| InstalledRow { id: i.id.dir_name(), version: i.manifest.version.clone(), branch: i.manifest.branch.clone(), path: i.root().display().to_string(), installed_at: i.manifest.installed_at.clone() })
+                .map(|i| InstalledRow {
+                    id: i.id.dir_name(),
+                    version: i.manifest.version.clone(),
+                    branch: i.manifest.branch.clone(),
+                    path: i.root().display().to_string(),
+                    installed_at: i.manifest.installed_at.clone(),
+                })
                 .collect(),
         });
     }
@@ -65,7 +71,10 @@ pub fn list(ctx: &Ctx, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
-    println!("{:<12} {:<34} {:<9} {:<8} INSTALLED", "ARCH", "ALIASES", "NATIVE", "QEMU");
+    println!(
+        "{:<12} {:<34} {:<9} {:<8} INSTALLED",
+        "ARCH", "ALIASES", "NATIVE", "QEMU"
+    );
     for r in &rows {
         let qemu = match (r.native, &r.qemu) {
             ("no", Some(_)) => "found",
@@ -75,9 +84,26 @@ pub fn list(ctx: &Ctx, json: bool) -> Result<()> {
         let inst = if r.installed.is_empty() {
             "-".to_string()
         } else {
-            r.installed.iter().map(|i| if i.version.is_empty() { i.id.clone() } else { format!("{} ({})", i.id, i.version) }).collect::<Vec<_>>().join(", ")
+            r.installed
+                .iter()
+                .map(|i| {
+                    if i.version.is_empty() {
+                        i.id.clone()
+                    } else {
+                        format!("{} ({})", i.id, i.version)
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
         };
-        println!("{:<12} {:<34} {:<9} {:<8} {}", r.arch, r.aliases.join(","), r.native, qemu, inst);
+        println!(
+            "{:<12} {:<34} {:<9} {:<8} {}",
+            r.arch,
+            r.aliases.join(","),
+            r.native,
+            qemu,
+            inst
+        );
     }
     println!("\nstore: {}", ctx.store.home.display());
     Ok(())

@@ -24,7 +24,11 @@ pub struct Ctx {
 
 /// Runs a subcommand and returns the process exit status.
 pub fn dispatch(cmd: Command, ui: Ui) -> Result<i32> {
-    let ctx = Ctx { catalog: Catalog::builtin()?, store: Store::at(Store::default_home()?), ui };
+    let ctx = Ctx {
+        catalog: Catalog::builtin()?,
+        store: Store::at(Store::default_home()?),
+        ui,
+    };
     match cmd {
         Command::Fetch(a) => fetch::fetch(&ctx, a).map(|_| 0),
         Command::Run(a) => run::run(&ctx, a.arch, a.guest, a.cmd),

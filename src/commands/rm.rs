@@ -10,11 +10,17 @@ pub fn rm(ctx: &Ctx, targets: &[String]) -> Result<()> {
     for t in targets {
         let (arch, name) = RootfsId::parse(t)?;
         let spec = ctx.catalog.resolve(&arch)?;
-        let id = RootfsId { arch: spec.name.clone(), name };
+        let id = RootfsId {
+            arch: spec.name.clone(),
+            name,
+        };
         if ctx.store.remove(&id)? {
             ctx.ui.info(format!("removed {id}"));
         } else {
-            return Err(hinted(format!("{id} is not installed"), "see `xroot list` for what is installed"));
+            return Err(hinted(
+                format!("{id} is not installed"),
+                "see `xroot list` for what is installed",
+            ));
         }
     }
     Ok(())

@@ -21,7 +21,10 @@ const GUEST_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbi
 
 /// Host directories never bound as the working directory: binding them
 /// over the guest's own would hide its system.
-const SYSTEM_DIRS: [&str; 16] = ["/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/proc", "/run", "/sbin", "/sys", "/usr", "/var", "/tmp", "/root"];
+const SYSTEM_DIRS: [&str; 16] = [
+    "/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/proc", "/run", "/sbin",
+    "/sys", "/usr", "/var", "/tmp", "/root",
+];
 
 pub fn run(ctx: &Ctx, arch: Option<String>, g: GuestArgs, cmd: Vec<String>) -> Result<i32> {
     let (spec, rootfs, lock_name) = target(ctx, arch.as_deref(), &g)?;
@@ -32,21 +35,45 @@ pub fn run(ctx: &Ctx, arch: Option<String>, g: GuestArgs, cmd: Vec<String>) -> R
 
     let mut binds = Vec::new();
     let mut workdir = None;
-    let cwd = std::env::current_dir().ok().and_then(|d| d.canonicalize().ok());
+    let cwd = std::env::current_dir()
+        .ok()
+        .and_then(|d| d.canonicalize().ok());
     if let Some(cwd) = &cwd {
-        let system = SYSTEM_DIRS.iter().any(|s| Path::new(s) == cwd) || cwd.starts_with(&rootfs) || rootfs.starts_with(cwd);
+        let system = SYSTEM_DIRS.iter().any(|s| Path::new(s) == cwd)
+            || cwd.starts_with(&rootfs)
+            || rootfs.starts_with(cwd);
         if !system {
-            binds.push(Bind { src: cwd.clone(), dst: cwd.clone(), readonly: false });
+            binds.push(Bind {
+                src: cwd.clone(),
+                dst: cwd.clone(),
+                readonly: false,
+            });
             workdir = Some(cwd.clone());
         }
     }
-    for (spec_str, ro) in g.bind.iter().map(|b| (b, false)).chain(g.ro_bind.iter().map(|b| (b, true))) {
+    for (spec_str, ro) in g
+        .bind
+        .iter()
+        .map(|b| (b, false))
+        .chain(g.ro_bind.iter().map(|b| (b, true)))
+    {
         binds.push(parse_bind(spec_str, ro)?);
     }
     let workdir = match g.workdir {
         Some(w) if w.is_absolute() => w,
-        Some(w) => return Err(hinted(format!("--workdir {} is not absolute", w.display()), "give a path inside the guest, e.g. --workdir /root")),
-        None => workdir.unwrap_or_else(|| if rootfs.join("root").is_dir() { PathBuf::from("/root") } else { PathBuf::from("/") }),
+        Some(w) => {
+            return Err(hinted(
+                format!("--workdir {} is not absolute", w.display()),
+                "give a path inside the guest, e.g. --workdir /root",
+            ))
+        }
+        None => workdir.unwrap_or_else(|| {
+            if rootfs.join("root").is_dir() {
+                PathBuf::from("/root")
+            } else {
+                PathBuf::from("/")
+            }
+        }),
     };
 
     // Mount points that the rootfs lacks are created now and removed after
@@ -58,7 +85,9 @@ pub fn run(ctx: &Ctx, arch: Option<String>, g: GuestArgs, cmd: Vec<String>) -> R
     for d in ["proc", "sys", "dev"] {
         created.ensure(Path::new("/").join(d).as_path(), true)?;
     }
-    let resolv_conf = fs::canonicalize("/etc/resolv.conf").ok().filter(|p| p.is_file());
+    let resolv_conf = fs::canonicalize("/etc/resolv.conf")
+        .ok()
+        .filter(|p| p.is_file());
     if resolv_conf.is_some() && rootfs.join("etc").is_dir() {
         created.ensure(Path::new("/etc/resolv.conf"), false)?;
     }
@@ -69,12 +98,24 @@ pub fn run(ctx: &Ctx, arch: Option<String>, g: GuestArgs, cmd: Vec<String>) -> R
         "USER=root".to_string(),
         "LOGNAME=root".to_string(),
         "SHELL=/bin/sh".to_string(),
-        format!("TERM={}", std::env::var("TERM").unwrap_or_else(|_| "xterm".into())),
-        format!("LANG={}", std::env::var("LANG").ok().filter(|l| !l.is_empty()).unwrap_or_else(|| "C.UTF-8".into())),
+        format!(
+            "TERM={}",
+            std::env::var("TERM").unwrap_or_else(|_| "xterm".into())
+        ),
+        format!(
+            "LANG={}",
+            std::env::var("LANG")
+                .ok()
+                .filter(|l| !l.is_empty())
+                .unwrap_or_else(|| "C.UTF-8".into())
+        ),
     ];
     for kv in &g.env {
         let Some((k, _)) = kv.split_once('=') else {
-            return Err(hinted(format!("--env {kv:?} is not K=V"), "write it as --env NAME=value"));
+            return Err(hinted(
+                format!("--env {kv:?} is not K=V"),
+                "write it as --env NAME=value",
+            ));
         };
         env.retain(|e| !e.starts_with(&format!("{k}=")));
         env.push(kv.clone());
@@ -100,9 +141,18 @@ pub fn run(ctx: &Ctx, arch: Option<String>, g: GuestArgs, cmd: Vec<String>) -> R
 }
 
 /// The spec and the root directory to run in, plus the name of its lock.
-fn target<'c>(ctx: &'c Ctx, arch: Option<&str>, g: &GuestArgs) -> Result<(&'c Spec, PathBuf, String)> {
+fn target<'c>(
+    ctx: &'c Ctx,
+    arch: Option<&str>,
+    g: &GuestArgs,
+) -> Result<(&'c Spec, PathBuf, String)> {
     if let Some(dir) = &g.rootfs {
-        let root = dir.canonicalize().map_err(|e| hinted(format!("--rootfs {}: {e}", dir.display()), "give an existing directory holding a Linux root filesystem"))?;
+        let root = dir.canonicalize().map_err(|e| {
+            hinted(
+                format!("--rootfs {}: {e}", dir.display()),
+                "give an existing directory holding a Linux root filesystem",
+            )
+        })?;
         if !root.is_dir() {
             return Err(hinted(format!("--rootfs {} is not a directory", dir.display()), "give the unpacked tree, not a tarball (import tarballs with `xroot fetch ARCH --from FILE`)"));
         }
@@ -115,15 +165,24 @@ fn target<'c>(ctx: &'c Ctx, arch: Option<&str>, g: &GuestArgs) -> Result<(&'c Sp
             None => detect(ctx, &root)?,
         };
         use sha2::Digest;
-        let lock = format!("dir-{}", crate::fetch::stream::hex(&sha2::Sha256::digest(root.as_os_str().as_bytes())[..8]));
+        let lock = format!(
+            "dir-{}",
+            crate::fetch::stream::hex(&sha2::Sha256::digest(root.as_os_str().as_bytes())[..8])
+        );
         return Ok((spec, root, lock));
     }
     let Some(arch) = arch else {
-        return Err(hinted("no architecture given", "name one (see `xroot list`), or pass --rootfs DIR"));
+        return Err(hinted(
+            "no architecture given",
+            "name one (see `xroot list`), or pass --rootfs DIR",
+        ));
     };
     let (a, name) = RootfsId::parse(arch)?;
     let spec = ctx.catalog.resolve(&a)?;
-    let id = RootfsId { arch: spec.name.clone(), name };
+    let id = RootfsId {
+        arch: spec.name.clone(),
+        name,
+    };
     let installed = super::fetch::ensure(ctx, spec, &id, &g.source)?;
     let root = installed.root();
     check_arch(&ctx.catalog, spec, &root).with_context(|| format!("checking {id}"))?;
@@ -149,7 +208,10 @@ fn detect<'c>(ctx: &'c Ctx, root: &Path) -> Result<&'c Spec> {
             }
         }
     }
-    Err(hinted(format!("cannot tell the architecture of {}", root.display()), "name it: xroot run ARCH --rootfs DIR -- CMD"))
+    Err(hinted(
+        format!("cannot tell the architecture of {}", root.display()),
+        "name it: xroot run ARCH --rootfs DIR -- CMD",
+    ))
 }
 
 fn parse_bind(s: &str, readonly: bool) -> Result<Bind> {
@@ -158,16 +220,39 @@ fn parse_bind(s: &str, readonly: bool) -> Result<Bind> {
         None => (s, None),
     };
     let flag = if readonly { "--ro-bind" } else { "--bind" };
-    let src_path = Path::new(src).canonicalize().map_err(|e| hinted(format!("{flag} {s}: source {src}: {e}"), "the source must be an existing host path"))?;
+    let src_path = Path::new(src).canonicalize().map_err(|e| {
+        hinted(
+            format!("{flag} {s}: source {src}: {e}"),
+            "the source must be an existing host path",
+        )
+    })?;
     let dst = PathBuf::from(dst.unwrap_or(src_path.to_str().unwrap_or(src)));
-    if !dst.is_absolute() || dst.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-        return Err(hinted(format!("{flag} {s}: destination {} must be an absolute path without '..'", dst.display()), "write it as SRC:/path/in/guest"));
+    if !dst.is_absolute()
+        || dst
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(hinted(
+            format!(
+                "{flag} {s}: destination {} must be an absolute path without '..'",
+                dst.display()
+            ),
+            "write it as SRC:/path/in/guest",
+        ));
     }
-    Ok(Bind { src: src_path, dst, readonly })
+    Ok(Bind {
+        src: src_path,
+        dst,
+        readonly,
+    })
 }
 
 fn cstrings<'a>(it: impl Iterator<Item = &'a str>) -> Result<Vec<CString>> {
-    it.map(|s| CString::new(s).map_err(|_| hinted(format!("argument {s:?} contains a NUL byte"), "remove it"))).collect()
+    it.map(|s| {
+        CString::new(s)
+            .map_err(|_| hinted(format!("argument {s:?} contains a NUL byte"), "remove it"))
+    })
+    .collect()
 }
 
 /// Mount points created in a rootfs for one run. Removed afterwards when no
@@ -183,7 +268,11 @@ struct MountPoints {
 
 impl MountPoints {
     fn new(root: &Path) -> Self {
-        MountPoints { root: root.to_path_buf(), created: Vec::new(), touched: Vec::new() }
+        MountPoints {
+            root: root.to_path_buf(),
+            created: Vec::new(),
+            touched: Vec::new(),
+        }
     }
 
     /// Makes sure `guest` exists inside the root (a directory, or a file for
@@ -198,19 +287,31 @@ impl MountPoints {
             let last = i + 1 == comps.len();
             match fs::symlink_metadata(&cur) {
                 Ok(m) if m.file_type().is_symlink() => {
-                    return Err(hinted(format!("cannot bind onto {} in the guest: {} is a symlink in the rootfs", guest.display(), cur.display()), "choose another destination with SRC:DST or --workdir"));
+                    return Err(hinted(
+                        format!(
+                            "cannot bind onto {} in the guest: {} is a symlink in the rootfs",
+                            guest.display(),
+                            cur.display()
+                        ),
+                        "choose another destination with SRC:DST or --workdir",
+                    ));
                 }
                 Ok(_) => {}
                 Err(_) => {
-                    if let Some(parent) = cur.parent().filter(|p| !self.created.iter().any(|c| c == p)) {
+                    if let Some(parent) = cur
+                        .parent()
+                        .filter(|p| !self.created.iter().any(|c| c == p))
+                    {
                         if let Ok(m) = fs::metadata(parent) {
                             self.touched.push((parent.to_path_buf(), m));
                         }
                     }
                     if last && !dir {
-                        fs::File::create(&cur).with_context(|| format!("creating mount point {}", cur.display()))?;
+                        fs::File::create(&cur)
+                            .with_context(|| format!("creating mount point {}", cur.display()))?;
                     } else {
-                        fs::create_dir(&cur).with_context(|| format!("creating mount point {}", cur.display()))?;
+                        fs::create_dir(&cur)
+                            .with_context(|| format!("creating mount point {}", cur.display()))?;
                     }
                     self.created.push(cur.clone());
                 }
@@ -224,7 +325,11 @@ impl MountPoints {
             // Nothing of ours to remove; pending entries are left to a run that creates some.
             return;
         }
-        let pending = ctx.store.home.join("locks").join(format!("{lock_name}.mountpoints"));
+        let pending = ctx
+            .store
+            .home
+            .join("locks")
+            .join(format!("{lock_name}.mountpoints"));
         let mut all = self.created;
         match ctx.store.lock_named(lock_name, true, false) {
             Ok(Some(_excl)) => {
@@ -235,7 +340,11 @@ impl MountPoints {
                 all.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
                 all.dedup();
                 for p in &all {
-                    if p.starts_with(&self.root) && (fs::remove_dir(p).is_ok() || fs::metadata(p).is_ok_and(|m| m.is_file() && m.len() == 0) && fs::remove_file(p).is_ok()) {
+                    if p.starts_with(&self.root)
+                        && (fs::remove_dir(p).is_ok()
+                            || fs::metadata(p).is_ok_and(|m| m.is_file() && m.len() == 0)
+                                && fs::remove_file(p).is_ok())
+                    {
                         continue;
                     }
                 }
@@ -246,7 +355,11 @@ impl MountPoints {
             }
             _ if !all.is_empty() => {
                 let text: String = all.iter().map(|p| format!("{}\n", p.display())).collect();
-                let _ = fs::OpenOptions::new().create(true).append(true).open(&pending).and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()));
+                let _ = fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&pending)
+                    .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()));
             }
             _ => {}
         }
@@ -257,5 +370,11 @@ impl MountPoints {
 fn restore_times(dir: &Path, meta: &fs::Metadata) {
     use std::os::unix::fs::MetadataExt;
     let ts = |s: i64, ns: i64| nix::sys::time::TimeSpec::new(s, ns);
-    let _ = nix::sys::stat::utimensat(None, dir, &ts(meta.atime(), meta.atime_nsec()), &ts(meta.mtime(), meta.mtime_nsec()), nix::sys::stat::UtimensatFlags::NoFollowSymlink);
+    let _ = nix::sys::stat::utimensat(
+        None,
+        dir,
+        &ts(meta.atime(), meta.atime_nsec()),
+        &ts(meta.mtime(), meta.mtime_nsec()),
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    );
 }

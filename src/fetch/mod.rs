@@ -64,11 +64,21 @@ pub fn mirror_from(arg: Option<&str>) -> String {
 }
 
 /// Installs the rootfs for `req` unless it is already there.
-pub fn fetch(store: &Store, catalog: &Catalog, spec: &Spec, req: &Request, ui: Ui) -> Result<Installed> {
+pub fn fetch(
+    store: &Store,
+    catalog: &Catalog,
+    spec: &Spec,
+    req: &Request,
+    ui: Ui,
+) -> Result<Installed> {
     // Fast path: already installed, no lock needed to see it.
     if !req.force {
         if let Some(i) = store.get(&req.id)? {
-            ui.info(format!("{} is already installed ({}); use --force to fetch again", req.id, describe(&i.manifest)));
+            ui.info(format!(
+                "{} is already installed ({}); use --force to fetch again",
+                req.id,
+                describe(&i.manifest)
+            ));
             return Ok(i);
         }
     }
@@ -77,7 +87,10 @@ pub fn fetch(store: &Store, catalog: &Catalog, spec: &Spec, req: &Request, ui: U
     // Another process may have installed it while we waited for the lock.
     if !req.force {
         if let Some(i) = store.get(&req.id)? {
-            ui.info(format!("{} was installed meanwhile by another xroot", req.id));
+            ui.info(format!(
+                "{} was installed meanwhile by another xroot",
+                req.id
+            ));
             return Ok(i);
         }
     }
@@ -93,13 +106,21 @@ pub fn fetch(store: &Store, catalog: &Catalog, spec: &Spec, req: &Request, ui: U
 }
 
 fn describe(m: &Manifest) -> String {
-    if m.version.is_empty() { m.source.clone() } else { format!("version {}", m.version) }
+    if m.version.is_empty() {
+        m.source.clone()
+    } else {
+        format!("version {}", m.version)
+    }
 }
 
 /// Finds the tarball URL and its expected checksums.
 fn resolve(t: &transport::Transport, spec: &Spec, req: &Request, ui: Ui) -> Result<Plan> {
     if let Some(from) = &req.from {
-        let sha256 = req.sha256.as_ref().map(|h| normalize_hex(h, 64, "--sha256")).transpose()?;
+        let sha256 = req
+            .sha256
+            .as_ref()
+            .map(|h| normalize_hex(h, 64, "--sha256"))
+            .transpose()?;
         if sha256.is_none() {
             ui.warn(format!("no --sha256 given: {from} is installed unverified"));
         }
@@ -114,20 +135,25 @@ fn resolve(t: &transport::Transport, spec: &Spec, req: &Request, ui: Ui) -> Resu
         });
     }
     match &spec.source {
-        Source::Alpine { alpine_arch, branch } => {
+        Source::Alpine {
+            alpine_arch,
+            branch,
+        } => {
             let branch = req.branch.clone().unwrap_or_else(|| branch.clone());
             let dir = format!("{}/{}/releases/{}", req.mirror, branch, alpine_arch);
             let index_url = format!("{dir}/latest-releases.yaml");
             ui.info(format!("resolving {index_url}"));
             let yaml = t.get_text(&index_url, 1 << 20)?;
-            let rel = crate::mirror::pick_minirootfs(&yaml).with_context(|| format!("reading {index_url}"))?;
+            let rel = crate::mirror::pick_minirootfs(&yaml)
+                .with_context(|| format!("reading {index_url}"))?;
             let url = format!("{dir}/{}", rel.file);
             let sha256 = rel.sha256.clone().unwrap_or_default().to_ascii_lowercase();
             // Cross-check the index with the checksum file beside the tarball.
             let sums_url = format!("{url}.sha256");
             match t.get_text_optional(&sums_url, 64 * 1024)? {
                 Some(text) => {
-                    let listed = crate::mirror::parse_checksum_file(&text, &rel.file, 64).with_context(|| format!("reading {sums_url}"))?;
+                    let listed = crate::mirror::parse_checksum_file(&text, &rel.file, 64)
+                        .with_context(|| format!("reading {sums_url}"))?;
                     if listed != sha256 {
                         bail!(hinted(
                             format!("checksum mismatch for {}: {index_url} says sha256 {sha256}, {sums_url} says {listed}", rel.file),
@@ -135,7 +161,9 @@ fn resolve(t: &transport::Transport, spec: &Spec, req: &Request, ui: Ui) -> Resu
                         ));
                     }
                 }
-                None => ui.warn(format!("{sums_url} is missing; verifying with the index's checksum alone")),
+                None => ui.warn(format!(
+                    "{sums_url} is missing; verifying with the index's checksum alone"
+                )),
             }
             Ok(Plan {
                 url,
@@ -147,31 +175,72 @@ fn resolve(t: &transport::Transport, spec: &Spec, req: &Request, ui: Ui) -> Resu
                 mirror: req.mirror.clone(),
             })
         }
-        Source::Tarball { url, sha256, sha256_url, version } => {
+        Source::Tarball {
+            url,
+            sha256,
+            sha256_url,
+            version,
+        } => {
             let file = url.rsplit('/').next().unwrap_or("rootfs.tar").to_string();
             let sha256 = match (sha256, sha256_url) {
                 (Some(h), _) => normalize_hex(h, 64, "spec sha256")?,
-                (None, Some(u)) => crate::mirror::parse_checksum_file(&t.get_text(u, 1 << 20)?, &file, 64).with_context(|| format!("reading {u}"))?,
+                (None, Some(u)) => {
+                    crate::mirror::parse_checksum_file(&t.get_text(u, 1 << 20)?, &file, 64)
+                        .with_context(|| format!("reading {u}"))?
+                }
                 (None, None) => bail!("spec {} has a tarball source without a checksum", spec.name),
             };
-            Ok(Plan { url: url.clone(), file, sha256: Some(sha256), sha512: None, branch: String::new(), version: version.clone().unwrap_or_default(), mirror: String::new() })
+            Ok(Plan {
+                url: url.clone(),
+                file,
+                sha256: Some(sha256),
+                sha512: None,
+                branch: String::new(),
+                version: version.clone().unwrap_or_default(),
+                mirror: String::new(),
+            })
         }
-        Source::None { hint } => Err(hinted(format!("there is no known rootfs source for {}", spec.name), hint.clone())),
+        Source::None { hint } => Err(hinted(
+            format!("there is no known rootfs source for {}", spec.name),
+            hint.clone(),
+        )),
     }
 }
 
 fn normalize_hex(h: &str, len: usize, what: &str) -> Result<String> {
-    crate::mirror::check_hex(h, len).map_err(|_| hinted(format!("{what} {h:?} is not a {len}-digit hex digest"), "pass the sha256 as printed by `sha256sum FILE`"))?;
+    crate::mirror::check_hex(h, len).map_err(|_| {
+        hinted(
+            format!("{what} {h:?} is not a {len}-digit hex digest"),
+            "pass the sha256 as printed by `sha256sum FILE`",
+        )
+    })?;
     Ok(h.to_ascii_lowercase())
 }
 
 #[allow(clippy::too_many_arguments)]
-fn install(store: &Store, catalog: &Catalog, spec: &Spec, req: &Request, plan: &Plan, t: &transport::Transport, staging: &Path, ui: Ui) -> Result<Installed> {
+fn install(
+    store: &Store,
+    catalog: &Catalog,
+    spec: &Spec,
+    req: &Request,
+    plan: &Plan,
+    t: &transport::Transport,
+    staging: &Path,
+    ui: Ui,
+) -> Result<Installed> {
     let root = staging.join("root");
     fs::create_dir(&root).with_context(|| format!("creating {}", root.display()))?;
-    let cache_part = store.cache_dir().join(format!("{}.part.{}", plan.file, std::process::id()));
+    let cache_part = store
+        .cache_dir()
+        .join(format!("{}.part.{}", plan.file, std::process::id()));
     let cache_final = store.cache_dir().join(&plan.file);
-    let copy = OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&cache_part).ok();
+    let copy = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&cache_part)
+        .ok();
 
     ui.info(format!("downloading {}", plan.url));
     let body = t.get(&plan.url)?;
@@ -181,14 +250,23 @@ fn install(store: &Store, catalog: &Catalog, spec: &Spec, req: &Request, plan: &
     let raw_limit = body.len.map(|l| l + 1).unwrap_or(req.limits.max_bytes);
     let mut tee = stream::Tee::new(body.reader, plan.sha512.is_some(), copy, raw_limit, &bar);
     let chown = nix::unistd::geteuid().is_root();
-    let opts = extract::Options { limits: req.limits.clone(), chown };
+    let opts = extract::Options {
+        limits: req.limits,
+        chown,
+    };
     let unpacked = {
         let mut buf = stream::buffered(&mut tee);
         let r = match stream::decompress(&mut buf) {
             Ok(Ok(reader)) => Some(extract::unpack(reader, &root, &opts, &mut |_| {})),
             Ok(Err(kind)) => {
                 let _ = fs::remove_file(&cache_part);
-                bail!(hinted(format!("{} is {kind}-compressed, which this xroot build does not unpack", plan.url), "recompress it as .tar.gz: `{kind} -dc FILE | gzip > FILE.tar.gz`"));
+                bail!(hinted(
+                    format!(
+                        "{} is {kind}-compressed, which this xroot build does not unpack",
+                        plan.url
+                    ),
+                    "recompress it as .tar.gz: `{kind} -dc FILE | gzip > FILE.tar.gz`"
+                ));
             }
             Err(_) => None, // a read error; reported below from tee.source_error
         };
@@ -208,7 +286,13 @@ fn install(store: &Store, catalog: &Catalog, spec: &Spec, req: &Request, plan: &
     if let Some(e) = source_error {
         cleanup();
         let declared = body.len.map(|l| format!(" of {l}")).unwrap_or_default();
-        bail!(hinted(format!("download of {} failed after {bytes}{declared} bytes: {e}", plan.url), "try again; nothing was installed"));
+        bail!(hinted(
+            format!(
+                "download of {} failed after {bytes}{declared} bytes: {e}",
+                plan.url
+            ),
+            "try again; nothing was installed"
+        ));
     }
     if let Some(expected) = &plan.sha256 {
         if &sha256 != expected {
@@ -222,14 +306,23 @@ fn install(store: &Store, catalog: &Catalog, spec: &Spec, req: &Request, plan: &
     if let (Some(expected), Some(actual)) = (&plan.sha512, &sha512) {
         if expected != actual {
             cleanup();
-            bail!(hinted(format!("sha512 mismatch for {}: expected {expected}, got {actual}", plan.url), "the download is corrupt or was tampered with; nothing was installed"));
+            bail!(hinted(
+                format!(
+                    "sha512 mismatch for {}: expected {expected}, got {actual}",
+                    plan.url
+                ),
+                "the download is corrupt or was tampered with; nothing was installed"
+            ));
         }
     }
     let report = match unpacked {
         Some(Ok(r)) => r,
         Some(Err(e)) => {
             cleanup();
-            return Err(hinted(format!("unpacking {}: {e}", plan.url), extract_hint(&e)));
+            return Err(hinted(
+                format!("unpacking {}: {e}", plan.url),
+                extract_hint(&e),
+            ));
         }
         None => {
             cleanup();
@@ -243,11 +336,19 @@ fn install(store: &Store, catalog: &Catalog, spec: &Spec, req: &Request, plan: &
     }
     let owners_recorded = !report.owners.is_empty();
     if owners_recorded {
-        let mut text = String::from("# path\tuid\tgid\tmode (ownership and modes not applied on the host)\n");
+        let mut text =
+            String::from("# path\tuid\tgid\tmode (ownership and modes not applied on the host)\n");
         for o in &report.owners {
-            text.push_str(&format!("{}\t{}\t{}\t{:o}\n", o.path.display(), o.uid, o.gid, o.mode));
+            text.push_str(&format!(
+                "{}\t{}\t{}\t{:o}\n",
+                o.path.display(),
+                o.uid,
+                o.gid,
+                o.mode
+            ));
         }
-        fs::write(staging.join("owners.tsv"), text).with_context(|| format!("writing {}", staging.join("owners.tsv").display()))?;
+        fs::write(staging.join("owners.tsv"), text)
+            .with_context(|| format!("writing {}", staging.join("owners.tsv").display()))?;
     }
     let kept = copy_ok && fs::rename(&cache_part, &cache_final).is_ok();
     if !kept {
@@ -266,10 +367,22 @@ fn install(store: &Store, catalog: &Catalog, spec: &Spec, req: &Request, plan: &
         owners_recorded,
     };
     let mf = staging.join("manifest.toml");
-    fs::write(&mf, toml::to_string(&manifest).context("encoding manifest")?).with_context(|| format!("writing {}", mf.display()))?;
+    fs::write(
+        &mf,
+        toml::to_string(&manifest).context("encoding manifest")?,
+    )
+    .with_context(|| format!("writing {}", mf.display()))?;
     store.commit(&req.id, staging)?;
-    ui.info(format!("installed {} ({} files, {} MB) in {}", req.id, report.entries, report.bytes / 1_000_000, store.path_of(&req.id).display()));
-    store.get(&req.id)?.context("the rootfs vanished right after installing it")
+    ui.info(format!(
+        "installed {} ({} files, {} MB) in {}",
+        req.id,
+        report.entries,
+        report.bytes / 1_000_000,
+        store.path_of(&req.id).display()
+    ));
+    store
+        .get(&req.id)?
+        .context("the rootfs vanished right after installing it")
 }
 
 fn extract_hint(e: &extract::ExtractError) -> String {
@@ -284,16 +397,28 @@ fn extract_hint(e: &extract::ExtractError) -> String {
 /// Refuses a tree whose `/bin/busybox` or `/bin/sh` is not for `spec`.
 pub fn check_arch(catalog: &Catalog, spec: &Spec, root: &Path) -> Result<()> {
     let Some((path, header)) = shell_header(root) else {
-        bail!(hinted(format!("{} has no /bin/sh or /bin/busybox ELF binary", root.display()), "this does not look like a Linux root filesystem"));
+        bail!(hinted(
+            format!(
+                "{} has no /bin/sh or /bin/busybox ELF binary",
+                root.display()
+            ),
+            "this does not look like a Linux root filesystem"
+        ));
     };
     let matched = catalog.matching(&header);
     if matched.iter().any(|s| s.qemu == spec.qemu) {
         return Ok(());
     }
-    let found = matched.first().map(|s| s.name.as_str()).unwrap_or("an unknown architecture");
+    let found = matched
+        .first()
+        .map(|s| s.name.as_str())
+        .unwrap_or("an unknown architecture");
     Err(hinted(
         format!("{} is for {found}, not {}", path.display(), spec.name),
-        format!("this rootfs is not a {} system; fetch it as `{found}`, or pick the right tarball", spec.name),
+        format!(
+            "this rootfs is not a {} system; fetch it as `{found}`, or pick the right tarball",
+            spec.name
+        ),
     ))
 }
 
@@ -304,7 +429,9 @@ pub fn shell_header(root: &Path) -> Option<(PathBuf, Vec<u8>)> {
         let mut rel = PathBuf::from(start);
         for _ in 0..8 {
             let p = root.join(&rel);
-            let Ok(meta) = fs::symlink_metadata(&p) else { break };
+            let Ok(meta) = fs::symlink_metadata(&p) else {
+                break;
+            };
             if meta.file_type().is_symlink() {
                 let Ok(target) = fs::read_link(&p) else { break };
                 rel = if target.is_absolute() {
@@ -312,7 +439,10 @@ pub fn shell_header(root: &Path) -> Option<(PathBuf, Vec<u8>)> {
                 } else {
                     rel.parent().unwrap_or(Path::new("")).join(target)
                 };
-                if rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+                if rel
+                    .components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir))
+                {
                     break;
                 }
                 continue;

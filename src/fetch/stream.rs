@@ -27,8 +27,24 @@ pub struct Tee<'a> {
 }
 
 impl<'a> Tee<'a> {
-    pub fn new(inner: Box<dyn Read + Send>, want_sha512: bool, copy: Option<File>, limit: u64, bar: &'a Bar) -> Self {
-        Tee { inner, sha256: Sha256::new(), sha512: want_sha512.then(Sha512::new), copy, bytes: 0, source_error: None, copy_error: None, limit, bar }
+    pub fn new(
+        inner: Box<dyn Read + Send>,
+        want_sha512: bool,
+        copy: Option<File>,
+        limit: u64,
+        bar: &'a Bar,
+    ) -> Self {
+        Tee {
+            inner,
+            sha256: Sha256::new(),
+            sha512: want_sha512.then(Sha512::new),
+            copy,
+            bytes: 0,
+            source_error: None,
+            copy_error: None,
+            limit,
+            bar,
+        }
     }
 
     /// Reads and hashes whatever is left (after the tar end marker there is
@@ -41,7 +57,10 @@ impl<'a> Tee<'a> {
 
     /// (sha256, sha512) as lowercase hex.
     pub fn finish(self) -> (String, Option<String>) {
-        (hex(&self.sha256.finalize()), self.sha512.map(|h| hex(&h.finalize())))
+        (
+            hex(&self.sha256.finalize()),
+            self.sha512.map(|h| hex(&h.finalize())),
+        )
     }
 }
 
@@ -126,10 +145,19 @@ mod tests {
     #[test]
     fn tee_hashes_and_limits() {
         let bar = Bar::hidden();
-        let mut t = Tee::new(Box::new(io::Cursor::new(b"abc".to_vec())), true, None, 1 << 20, &bar);
+        let mut t = Tee::new(
+            Box::new(io::Cursor::new(b"abc".to_vec())),
+            true,
+            None,
+            1 << 20,
+            &bar,
+        );
         t.drain().unwrap();
         let (s256, s512) = t.finish();
-        assert_eq!(s256, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            s256,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
         assert!(s512.unwrap().starts_with("ddaf35a193617aba"));
         let mut t = Tee::new(Box::new(io::repeat(0)), false, None, 1000, &bar);
         assert!(t.drain().is_err());

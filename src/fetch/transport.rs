@@ -24,7 +24,11 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { timeout: Duration::from_secs(30), attempts: 3, backoff: Duration::from_millis(500) }
+        Config {
+            timeout: Duration::from_secs(30),
+            attempts: 3,
+            backoff: Duration::from_millis(500),
+        }
     }
 }
 
@@ -32,10 +36,17 @@ impl Config {
     /// Defaults, overridden by `XROOT_TIMEOUT` (seconds) and `XROOT_RETRIES`.
     pub fn from_env() -> Config {
         let mut c = Config::default();
-        if let Some(t) = std::env::var("XROOT_TIMEOUT").ok().and_then(|v| v.parse::<f64>().ok()).filter(|t| *t > 0.0) {
+        if let Some(t) = std::env::var("XROOT_TIMEOUT")
+            .ok()
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|t| *t > 0.0)
+        {
             c.timeout = Duration::from_secs_f64(t);
         }
-        if let Some(n) = std::env::var("XROOT_RETRIES").ok().and_then(|v| v.parse::<u32>().ok()) {
+        if let Some(n) = std::env::var("XROOT_RETRIES")
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+        {
             c.attempts = n.max(1);
         }
         c
@@ -44,7 +55,6 @@ impl Config {
 
 /// An open download.
 pub struct Body {
-    pub url: String,
     /// Declared length (Content-Length or file size).
     pub len: Option<u64>,
     pub reader: Box<dyn Read + Send>,
@@ -70,26 +80,49 @@ impl Transport {
     pub fn get(&self, url: &str) -> Result<Body> {
         if let Some(path) = local_path(url) {
             let f = File::open(&path).map_err(|e| {
-                hinted(format!("cannot read {url}: {e}"), "check the path, or the --mirror/--branch that led to it")
+                hinted(
+                    format!("cannot read {url}: {e}"),
+                    "check the path, or the --mirror/--branch that led to it",
+                )
             })?;
             let len = f.metadata().ok().map(|m| m.len());
-            return Ok(Body { url: url.to_string(), len, reader: Box::new(f) });
+            return Ok(Body {
+                len,
+                reader: Box::new(f),
+            });
         }
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(hinted(format!("unsupported URL {url:?}"), "use http://, https://, file:// or a local path"));
+            return Err(hinted(
+                format!("unsupported URL {url:?}"),
+                "use http://, https://, file:// or a local path",
+            ));
         }
         let mut delay = self.cfg.backoff;
         let mut attempt = 1;
         loop {
             match self.agent.get(url).call() {
                 Ok(resp) => {
-                    let len = resp.header("Content-Length").and_then(|v| v.trim().parse().ok());
-                    return Ok(Body { url: url.to_string(), len, reader: Box::new(resp.into_reader()) });
+                    let len = resp
+                        .header("Content-Length")
+                        .and_then(|v| v.trim().parse().ok());
+                    return Ok(Body {
+                        len,
+                        reader: Box::new(resp.into_reader()),
+                    });
                 }
                 Err(e) => {
                     let transient = match &e {
-                        ureq::Error::Status(code, _) => *code >= 500 || *code == 429 || *code == 408,
-                        ureq::Error::Transport(t) => !matches!(t.kind(), ureq::ErrorKind::InvalidUrl | ureq::ErrorKind::UnknownScheme | ureq::ErrorKind::TooManyRedirects | ureq::ErrorKind::BadStatus | ureq::ErrorKind::BadHeader),
+                        ureq::Error::Status(code, _) => {
+                            *code >= 500 || *code == 429 || *code == 408
+                        }
+                        ureq::Error::Transport(t) => !matches!(
+                            t.kind(),
+                            ureq::ErrorKind::InvalidUrl
+                                | ureq::ErrorKind::UnknownScheme
+                                | ureq::ErrorKind::TooManyRedirects
+                                | ureq::ErrorKind::BadStatus
+                                | ureq::ErrorKind::BadHeader
+                        ),
                     };
                     if transient && attempt < self.cfg.attempts {
                         std::thread::sleep(delay);
@@ -112,7 +145,9 @@ impl Transport {
             .read_to_end(&mut buf)
             .map_err(|e| anyhow!("reading {url}: {e}"))?;
         if buf.len() as u64 > max {
-            return Err(anyhow!("{url} is larger than {max} bytes; this is not the small text file expected"));
+            return Err(anyhow!(
+                "{url} is larger than {max} bytes; this is not the small text file expected"
+            ));
         }
         String::from_utf8(buf).map_err(|_| anyhow!("{url} is not UTF-8 text"))
     }
@@ -121,7 +156,12 @@ impl Transport {
     pub fn get_text_optional(&self, url: &str, max: u64) -> Result<Option<String>> {
         match self.get_text(url, max) {
             Ok(t) => Ok(Some(t)),
-            Err(e) if e.to_string().contains("HTTP 404") || (local_path(url).is_some() && e.to_string().contains("No such file")) => Ok(None),
+            Err(e)
+                if e.to_string().contains("HTTP 404")
+                    || (local_path(url).is_some() && e.to_string().contains("No such file")) =>
+            {
+                Ok(None)
+            }
             Err(e) => Err(e),
         }
     }
@@ -132,14 +172,22 @@ pub fn local_path(url: &str) -> Option<PathBuf> {
     if let Some(p) = url.strip_prefix("file://") {
         return Some(PathBuf::from(p));
     }
-    if url.starts_with('/') || url.starts_with("./") || url.starts_with("../") || !url.contains("://") {
+    if url.starts_with('/')
+        || url.starts_with("./")
+        || url.starts_with("../")
+        || !url.contains("://")
+    {
         return Some(PathBuf::from(url));
     }
     None
 }
 
 fn describe(url: &str, e: ureq::Error, attempts: u32) -> anyhow::Error {
-    let tries = if attempts > 1 { format!(" (after {attempts} attempts)") } else { String::new() };
+    let tries = if attempts > 1 {
+        format!(" (after {attempts} attempts)")
+    } else {
+        String::new()
+    };
     match e {
         ureq::Error::Status(code, resp) => {
             let hint = if code == 404 {
@@ -147,14 +195,25 @@ fn describe(url: &str, e: ureq::Error, attempts: u32) -> anyhow::Error {
             } else {
                 "the server failed; try again later or use another --mirror"
             };
-            hinted(format!("GET {url}: HTTP {code} {}{tries}", resp.status_text()), hint)
+            hinted(
+                format!("GET {url}: HTTP {code} {}{tries}", resp.status_text()),
+                hint,
+            )
         }
         ureq::Error::Transport(t) => {
             let hint = match t.kind() {
-                ureq::ErrorKind::TooManyRedirects => "the server redirects in a loop; use another --mirror",
-                ureq::ErrorKind::Dns => "check the host name and your network, or set --mirror / XROOT_MIRROR",
-                ureq::ErrorKind::ConnectionFailed => "is the mirror up and reachable? Set --mirror / XROOT_MIRROR to another one",
-                ureq::ErrorKind::Io => "the connection failed or timed out (XROOT_TIMEOUT sets the limit in seconds)",
+                ureq::ErrorKind::TooManyRedirects => {
+                    "the server redirects in a loop; use another --mirror"
+                }
+                ureq::ErrorKind::Dns => {
+                    "check the host name and your network, or set --mirror / XROOT_MIRROR"
+                }
+                ureq::ErrorKind::ConnectionFailed => {
+                    "is the mirror up and reachable? Set --mirror / XROOT_MIRROR to another one"
+                }
+                ureq::ErrorKind::Io => {
+                    "the connection failed or timed out (XROOT_TIMEOUT sets the limit in seconds)"
+                }
                 _ => "check the URL and your network",
             };
             hinted(format!("GET {url}: {t}{tries}"), hint)

@@ -24,8 +24,18 @@ pub struct Range {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdMap {
     Identity,
-    Single { uid: u32, gid: u32 },
-    Subordinate { uid: u32, gid: u32, subuid: Range, subgid: Range, newuidmap: PathBuf, newgidmap: PathBuf },
+    Single {
+        uid: u32,
+        gid: u32,
+    },
+    Subordinate {
+        uid: u32,
+        gid: u32,
+        subuid: Range,
+        subgid: Range,
+        newuidmap: PathBuf,
+        newgidmap: PathBuf,
+    },
 }
 
 impl IdMap {
@@ -37,11 +47,6 @@ impl IdMap {
             return IdMap::Identity;
         }
         subordinate(uid, gid).unwrap_or(IdMap::Single { uid, gid })
-    }
-
-    /// Whether guest ids other than 0 map to real host ids.
-    pub fn is_full(&self) -> bool {
-        !matches!(self, IdMap::Single { .. })
     }
 
     /// Whether gid `g` (inside) is mapped.
@@ -67,7 +72,14 @@ impl IdMap {
                 write(&proc.join("setgroups"), "deny")?;
                 write(&proc.join("gid_map"), &format!("0 {gid} 1\n"))
             }
-            IdMap::Subordinate { uid, gid, subuid, subgid, newuidmap, newgidmap } => {
+            IdMap::Subordinate {
+                uid,
+                gid,
+                subuid,
+                subgid,
+                newuidmap,
+                newgidmap,
+            } => {
                 helper(newuidmap, pid, *uid, subuid)?;
                 helper(newgidmap, pid, *gid, subgid)
             }
@@ -81,11 +93,23 @@ fn write(p: &Path, s: &str) -> Result<()> {
 
 fn helper(tool: &Path, pid: i32, id: u32, r: &Range) -> Result<()> {
     let out = Command::new(tool)
-        .args([pid.to_string(), "0".into(), id.to_string(), "1".into(), "1".into(), r.start.to_string(), r.count.to_string()])
+        .args([
+            pid.to_string(),
+            "0".into(),
+            id.to_string(),
+            "1".into(),
+            "1".into(),
+            r.start.to_string(),
+            r.count.to_string(),
+        ])
         .output()
         .with_context(|| format!("running {}", tool.display()))?;
     if !out.status.success() {
-        bail!("{} failed: {}", tool.display(), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "{} failed: {}",
+            tool.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }
@@ -95,9 +119,24 @@ pub fn subordinate(uid: u32, gid: u32) -> Option<IdMap> {
     let newuidmap = which("newuidmap")?;
     let newgidmap = which("newgidmap")?;
     let name = user_name(uid);
-    let subuid = find_range(&fs::read_to_string("/etc/subuid").ok()?, uid, name.as_deref())?;
-    let subgid = find_range(&fs::read_to_string("/etc/subgid").ok()?, uid, name.as_deref())?;
-    Some(IdMap::Subordinate { uid, gid, subuid, subgid, newuidmap, newgidmap })
+    let subuid = find_range(
+        &fs::read_to_string("/etc/subuid").ok()?,
+        uid,
+        name.as_deref(),
+    )?;
+    let subgid = find_range(
+        &fs::read_to_string("/etc/subgid").ok()?,
+        uid,
+        name.as_deref(),
+    )?;
+    Some(IdMap::Subordinate {
+        uid,
+        gid,
+        subuid,
+        subgid,
+        newuidmap,
+        newgidmap,
+    })
 }
 
 /// Finds the first range for a user, by name or numeric uid
@@ -109,17 +148,27 @@ pub fn find_range(text: &str, uid: u32, name: Option<&str>) -> Option<Range> {
         let start: u64 = f.next()?.trim().parse().ok()?;
         let count: u64 = f.next()?.trim().parse().ok()?;
         let matches = Some(who) == name || who.parse::<u32>().ok() == Some(uid);
-        (matches && count > 0).then_some(Range { start, count: count.min(65535) })
+        (matches && count > 0).then_some(Range {
+            start,
+            count: count.min(65535),
+        })
     })
 }
 
 pub fn user_name(uid: u32) -> Option<String> {
-    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok().flatten().map(|u| u.name)
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
 }
 
 pub fn which(tool: &str) -> Option<PathBuf> {
     let path = std::env::var("PATH").unwrap_or_default();
-    let found = path.split(':').chain(["/usr/bin", "/usr/sbin", "/bin"]).map(|d| Path::new(d).join(tool)).find(|p| p.is_file());
+    let found = path
+        .split(':')
+        .chain(["/usr/bin", "/usr/sbin", "/bin"])
+        .map(|d| Path::new(d).join(tool))
+        .find(|p| p.is_file());
     found
 }
 
@@ -130,8 +179,20 @@ mod tests {
     #[test]
     fn ranges() {
         let t = "alice:100000:65536\n1001:200000:1000\nbob:0:0\n";
-        assert_eq!(find_range(t, 1000, Some("alice")), Some(Range { start: 100000, count: 65535 }));
-        assert_eq!(find_range(t, 1001, Some("carol")), Some(Range { start: 200000, count: 1000 }));
+        assert_eq!(
+            find_range(t, 1000, Some("alice")),
+            Some(Range {
+                start: 100000,
+                count: 65535
+            })
+        );
+        assert_eq!(
+            find_range(t, 1001, Some("carol")),
+            Some(Range {
+                start: 200000,
+                count: 1000
+            })
+        );
         assert_eq!(find_range(t, 1002, Some("bob")), None);
         assert_eq!(find_range("garbage\n", 1, None), None);
     }

@@ -18,7 +18,16 @@ static CHILD: AtomicI32 = AtomicI32::new(0);
 /// Signals passed on to the command. SIGINT/SIGQUIT/SIGTSTP typed at the
 /// terminal reach the command directly (same process group), so they are
 /// passed on only when another process sent them (si_code SI_USER).
-const FORWARDED: [Signal; 8] = [Signal::SIGTERM, Signal::SIGHUP, Signal::SIGUSR1, Signal::SIGUSR2, Signal::SIGINT, Signal::SIGQUIT, Signal::SIGWINCH, Signal::SIGCONT];
+const FORWARDED: [Signal; 8] = [
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGINT,
+    Signal::SIGQUIT,
+    Signal::SIGWINCH,
+    Signal::SIGCONT,
+];
 
 extern "C" fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
     let pid = CHILD.load(Ordering::Relaxed);
@@ -35,7 +44,11 @@ extern "C" fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc
 /// outer process alike, and returns the previous actions.
 pub fn install_forwarding(target: Pid) {
     CHILD.store(target.as_raw(), Ordering::Relaxed);
-    let act = SigAction::new(SigHandler::SigAction(forward), SaFlags::SA_RESTART | SaFlags::SA_SIGINFO, SigSet::empty());
+    let act = SigAction::new(
+        SigHandler::SigAction(forward),
+        SaFlags::SA_RESTART | SaFlags::SA_SIGINFO,
+        SigSet::empty(),
+    );
     for s in FORWARDED {
         // SAFETY: the handler only calls async-signal-safe functions.
         let _ = unsafe { sigaction(s, &act) };
@@ -48,7 +61,11 @@ fn reset_signals() {
         // SAFETY: restoring default dispositions.
         let _ = unsafe { sigaction(s, &dfl) };
     }
-    let _ = nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&SigSet::empty()),
+        None,
+    );
 }
 
 /// Runs as PID 1 after the filesystem is set up. Never returns.
@@ -62,7 +79,9 @@ pub fn run(cfg: &Config) -> ! {
             loop {
                 match waitpid(None, Some(WaitPidFlag::__WALL)) {
                     Ok(WaitStatus::Exited(pid, code)) if pid == child => std::process::exit(code),
-                    Ok(WaitStatus::Signaled(pid, sig, _)) if pid == child => std::process::exit(128 + sig as i32),
+                    Ok(WaitStatus::Signaled(pid, sig, _)) if pid == child => {
+                        std::process::exit(128 + sig as i32)
+                    }
                     Ok(_) => continue, // an orphan reaped
                     Err(nix::errno::Errno::EINTR) => continue,
                     Err(e) => die(125, &format!("waiting for the command: {e}")),
@@ -82,16 +101,38 @@ fn exec_command(cfg: &Config) -> ! {
         unsafe { libc::personality(0x0008) };
     }
     if let Err(e) = nix::unistd::chdir(&cfg.workdir) {
-        die(125, &format!("cannot enter working directory {} in the guest: {e}", cfg.workdir.display()));
+        die(
+            125,
+            &format!(
+                "cannot enter working directory {} in the guest: {e}",
+                cfg.workdir.display()
+            ),
+        );
     }
     let prog = match resolve(&cfg.argv[0], &cfg.env) {
         Some(p) => p,
-        None => die(127, &format!("{}: command not found in the guest's PATH", cfg.argv[0].to_string_lossy())),
+        None => die(
+            127,
+            &format!(
+                "{}: command not found in the guest's PATH",
+                cfg.argv[0].to_string_lossy()
+            ),
+        ),
     };
-    let Ok(cprog) = CString::new(prog.as_os_str().as_bytes()) else { die(127, "command path contains NUL") };
+    let Ok(cprog) = CString::new(prog.as_os_str().as_bytes()) else {
+        die(127, "command path contains NUL")
+    };
     let e = nix::unistd::execve(&cprog, &cfg.argv, &cfg.env).unwrap_err();
-    let code = if e == nix::errno::Errno::ENOENT { 127 } else { 126 };
-    let extra = if e == nix::errno::Errno::ENOEXEC { " (no binfmt handler for this binary's architecture?)" } else { "" };
+    let code = if e == nix::errno::Errno::ENOENT {
+        127
+    } else {
+        126
+    };
+    let extra = if e == nix::errno::Errno::ENOEXEC {
+        " (no binfmt handler for this binary's architecture?)"
+    } else {
+        ""
+    };
     die(code, &format!("cannot run {}: {e}{extra}", prog.display()))
 }
 
@@ -106,10 +147,13 @@ fn resolve(arg0: &CString, env: &[CString]) -> Option<PathBuf> {
         .find_map(|e| e.as_bytes().strip_prefix(b"PATH="))
         .map(|p| String::from_utf8_lossy(p).into_owned())
         .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
-    path.split(':').filter(|d| !d.is_empty()).map(|d| Path::new(d).join(a)).find(|p| {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    })
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join(a))
+        .find(|p| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
 }
 
 /// Reports a failure inside the sandbox and exits. 125: xroot's own setup

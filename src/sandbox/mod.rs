@@ -130,7 +130,9 @@ fn child(cfg: &Config, go_r: i32) -> isize {
         for c in e.chain().skip(1) {
             msg.push_str(&format!(": {c}"));
         }
-        let hint = crate::error::hint_of(&e).map(|h| format!("\nhint: {h}")).unwrap_or_default();
+        let hint = crate::error::hint_of(&e)
+            .map(|h| format!("\nhint: {h}"))
+            .unwrap_or_default();
         init::die(125, &format!("{msg}{hint}"));
     }
     init::run(cfg)

@@ -25,23 +25,43 @@ pub fn setup(cfg: &Config) -> Result<()> {
     let root = &cfg.rootfs;
 
     // 1. Nothing we mount may propagate back to the host's namespace.
-    mount(NONE, "/", NONE, MsFlags::MS_REC | MsFlags::MS_PRIVATE, NONE).context("making / private")?;
+    mount(NONE, "/", NONE, MsFlags::MS_REC | MsFlags::MS_PRIVATE, NONE)
+        .context("making / private")?;
 
     // 2. pivot_root needs the new root to be a mount point.
     bind(root, root, false).with_context(|| format!("binding {} onto itself", root.display()))?;
 
     // 3. A /proc of the guest's own PID namespace (mounted by its PID 1).
     let proc = root.join("proc");
-    mount(Some("proc"), &proc, Some("proc"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, NONE)
-        .with_context(|| format!("mounting proc on {}", proc.display()))?;
+    mount(
+        Some("proc"),
+        &proc,
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        NONE,
+    )
+    .with_context(|| format!("mounting proc on {}", proc.display()))?;
 
     // 4. A private binfmt_misc instance: handlers registered here exist only
     //    in this user namespace and vanish with it. F makes the kernel open
     //    each qemu now, by its host path, before the host's root goes away.
     if !cfg.binfmt.is_empty() {
-        let inst = Instance { dir: proc.join("sys/fs/binfmt_misc") };
-        mount(Some("binfmt_misc"), &inst.dir, Some("binfmt_misc"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, NONE)
-            .with_context(|| format!("mounting a private binfmt_misc on {} (needs Linux 6.7 or later)", inst.dir.display()))?;
+        let inst = Instance {
+            dir: proc.join("sys/fs/binfmt_misc"),
+        };
+        mount(
+            Some("binfmt_misc"),
+            &inst.dir,
+            Some("binfmt_misc"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            NONE,
+        )
+        .with_context(|| {
+            format!(
+                "mounting a private binfmt_misc on {} (needs Linux 6.7 or later)",
+                inst.dir.display()
+            )
+        })?;
         for r in &cfg.binfmt {
             inst.register(r)?;
         }
@@ -64,7 +84,8 @@ pub fn setup(cfg: &Config) -> Result<()> {
     //    network namespace, so the host's is bound, read-only, recursively.
     let sys = root.join("sys");
     if sys.is_dir() {
-        bind(Path::new("/sys"), &sys, true).with_context(|| format!("binding /sys on {}", sys.display()))?;
+        bind(Path::new("/sys"), &sys, true)
+            .with_context(|| format!("binding /sys on {}", sys.display()))?;
         make_readonly(&sys, true)?;
     }
 
@@ -77,7 +98,8 @@ pub fn setup(cfg: &Config) -> Result<()> {
     if let Some(rc) = &cfg.resolv_conf {
         let dst = root.join("etc/resolv.conf");
         if dst.is_file() {
-            bind(rc, &dst, false).with_context(|| format!("binding {} on {}", rc.display(), dst.display()))?;
+            bind(rc, &dst, false)
+                .with_context(|| format!("binding {} on {}", rc.display(), dst.display()))?;
             make_readonly(&dst, false)?;
         }
     }
@@ -86,14 +108,16 @@ pub fn setup(cfg: &Config) -> Result<()> {
     //    may cover anything above.
     for b in &cfg.binds {
         let dst = root.join(b.dst.strip_prefix("/").unwrap_or(&b.dst));
-        bind(&b.src, &dst, true).with_context(|| format!("binding {} on {}", b.src.display(), b.dst.display()))?;
+        bind(&b.src, &dst, true)
+            .with_context(|| format!("binding {} on {}", b.src.display(), b.dst.display()))?;
         if b.readonly {
             make_readonly(&dst, true)?;
         }
     }
 
     // 10. Hostname of the guest's own UTS namespace.
-    nix::unistd::sethostname(&cfg.hostname).with_context(|| format!("setting hostname {}", cfg.hostname))?;
+    nix::unistd::sethostname(&cfg.hostname)
+        .with_context(|| format!("setting hostname {}", cfg.hostname))?;
 
     // 11. Enter: pivot_root and detach the old root, so the host's tree is
     //     not reachable from inside (a bare chroot would leave it reachable).
@@ -127,32 +151,58 @@ fn make_readonly(path: &Path, recursive: bool) -> Result<()> {
     const MOUNT_ATTR_RDONLY: u64 = 1;
     const AT_RECURSIVE: libc::c_int = 0x8000;
     let c = CString::new(path.as_os_str().as_bytes()).context("path with NUL")?;
-    let attr = MountAttr { attr_set: MOUNT_ATTR_RDONLY, attr_clr: 0, propagation: 0, userns_fd: 0 };
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
     let flags = if recursive { AT_RECURSIVE } else { 0 };
     // SAFETY: valid C string and a correctly sized mount_attr struct.
-    let rc = unsafe { libc::syscall(libc::SYS_mount_setattr, libc::AT_FDCWD, c.as_ptr(), flags, &attr as *const MountAttr, std::mem::size_of::<MountAttr>()) };
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            flags,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
     if rc == 0 {
         return Ok(());
     }
     let err = std::io::Error::last_os_error();
     if err.raw_os_error() == Some(libc::ENOSYS) {
         // Linux < 5.12: remount keeping the flags statvfs reports.
-        let st = nix::sys::statvfs::statvfs(path).with_context(|| format!("statvfs {}", path.display()))?;
+        let st = nix::sys::statvfs::statvfs(path)
+            .with_context(|| format!("statvfs {}", path.display()))?;
         let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
         use nix::sys::statvfs::FsFlags;
-        for (f, m) in [(FsFlags::ST_NOSUID, MsFlags::MS_NOSUID), (FsFlags::ST_NODEV, MsFlags::MS_NODEV), (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC)] {
+        for (f, m) in [
+            (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+            (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+            (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        ] {
             if st.flags().contains(f) {
                 flags |= m;
             }
         }
-        return mount(NONE, path, NONE, flags, NONE).with_context(|| format!("remounting {} read-only", path.display()));
+        return mount(NONE, path, NONE, flags, NONE)
+            .with_context(|| format!("remounting {} read-only", path.display()));
     }
     Err(err).with_context(|| format!("making {} read-only", path.display()))
 }
 
 fn setup_dev(dev: &Path, tty_gid: bool) -> Result<()> {
-    mount(Some("tmpfs"), dev, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("mode=0755,size=1m"))
-        .with_context(|| format!("mounting tmpfs on {}", dev.display()))?;
+    mount(
+        Some("tmpfs"),
+        dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("mode=0755,size=1m"),
+    )
+    .with_context(|| format!("mounting tmpfs on {}", dev.display()))?;
     for d in DEVICES {
         let host = Path::new("/dev").join(d);
         if !host.exists() {
@@ -160,20 +210,43 @@ fn setup_dev(dev: &Path, tty_gid: bool) -> Result<()> {
         }
         let p = dev.join(d);
         fs::File::create(&p).with_context(|| format!("creating {}", p.display()))?;
-        bind(&host, &p, false).with_context(|| format!("binding {} on {}", host.display(), p.display()))?;
+        bind(&host, &p, false)
+            .with_context(|| format!("binding {} on {}", host.display(), p.display()))?;
     }
     let pts = dev.join("pts");
     fs::create_dir(&pts).with_context(|| format!("creating {}", pts.display()))?;
     // newinstance: the guest's ptys are its own, not the host's.
     // gid=5 (tty) only when that gid exists in the guest's id map.
-    let opts = if tty_gid { "newinstance,ptmxmode=0666,mode=0620,gid=5" } else { "newinstance,ptmxmode=0666,mode=0620" };
-    mount(Some("devpts"), &pts, Some("devpts"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some(opts))
-        .with_context(|| format!("mounting devpts on {}", pts.display()))?;
+    let opts = if tty_gid {
+        "newinstance,ptmxmode=0666,mode=0620,gid=5"
+    } else {
+        "newinstance,ptmxmode=0666,mode=0620"
+    };
+    mount(
+        Some("devpts"),
+        &pts,
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some(opts),
+    )
+    .with_context(|| format!("mounting devpts on {}", pts.display()))?;
     let shm = dev.join("shm");
     fs::create_dir(&shm).with_context(|| format!("creating {}", shm.display()))?;
-    mount(Some("tmpfs"), &shm, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777"))
-        .with_context(|| format!("mounting tmpfs on {}", shm.display()))?;
-    for (name, target) in [("ptmx", "pts/ptmx"), ("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
+    mount(
+        Some("tmpfs"),
+        &shm,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=1777"),
+    )
+    .with_context(|| format!("mounting tmpfs on {}", shm.display()))?;
+    for (name, target) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
         let p: PathBuf = dev.join(name);
         symlink(target, &p).with_context(|| format!("creating {}", p.display()))?;
     }

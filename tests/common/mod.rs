@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::thread;
 
 /// The eight arches in the shared mirror.
-pub const MIRROR_ARCHES: [&str; 8] = ["aarch64", "armhf", "armv7", "ppc64le", "riscv64", "s390x", "x86", "x86_64"];
+pub const MIRROR_ARCHES: [&str; 8] = [
+    "aarch64", "armhf", "armv7", "ppc64le", "riscv64", "s390x", "x86", "x86_64",
+];
 
 pub fn shared() -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
@@ -52,13 +54,19 @@ pub fn is_root() -> bool {
 }
 
 pub fn have_qemu(target: &str) -> bool {
-    ["/usr/bin", "/usr/local/bin"].iter().any(|d| Path::new(d).join(format!("qemu-{target}-static")).exists())
+    ["/usr/bin", "/usr/local/bin"]
+        .iter()
+        .any(|d| Path::new(d).join(format!("qemu-{target}-static")).exists())
 }
 
 /// Root, qemu-user-static and a kernel with private binfmt_misc: what the
 /// sandbox tests need.
 pub fn sandbox_ready(qemu_target: &str) -> bool {
-    require(is_root(), "tests must run as root (CI does)") && require(have_qemu(qemu_target), &format!("qemu-{qemu_target}-static (apt-get install qemu-user-static)"))
+    require(is_root(), "tests must run as root (CI does)")
+        && require(
+            have_qemu(qemu_target),
+            &format!("qemu-{qemu_target}-static (apt-get install qemu-user-static)"),
+        )
 }
 
 /// A temporary store plus the environment to run xroot against it.
@@ -70,8 +78,14 @@ pub struct Env {
 impl Env {
     /// A store in a fresh temp dir; `mirror` is an http:// or file:// URL.
     pub fn new(mirror: &str) -> Env {
-        let dir = tempfile::Builder::new().prefix("xroot-test-").tempdir().expect("tempdir");
-        Env { dir, mirror: mirror.to_string() }
+        let dir = tempfile::Builder::new()
+            .prefix("xroot-test-")
+            .tempdir()
+            .expect("tempdir");
+        Env {
+            dir,
+            mirror: mirror.to_string(),
+        }
     }
 
     pub fn home(&self) -> PathBuf {
@@ -80,7 +94,11 @@ impl Env {
 
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(bin());
-        c.env("XROOT_HOME", self.home()).env("XROOT_MIRROR", &self.mirror).env("XROOT_RETRIES", "2").env_remove("XROOT_MAX_UNPACKED").current_dir(self.dir.path());
+        c.env("XROOT_HOME", self.home())
+            .env("XROOT_MIRROR", &self.mirror)
+            .env("XROOT_RETRIES", "2")
+            .env_remove("XROOT_MAX_UNPACKED")
+            .current_dir(self.dir.path());
         c
     }
 
@@ -105,21 +123,36 @@ pub fn stderr(o: &Output) -> String {
 /// Asserts success, showing stderr otherwise.
 #[track_caller]
 pub fn ok(o: &Output) -> String {
-    assert!(o.status.success(), "xroot failed ({:?}):\nstdout: {}\nstderr: {}", o.status.code(), stdout(o), stderr(o));
+    assert!(
+        o.status.success(),
+        "xroot failed ({:?}):\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        stdout(o),
+        stderr(o)
+    );
     stdout(o)
 }
 
 /// The host's mount table, for before/after comparisons.
 pub fn host_mounts() -> Vec<String> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-    let mut v: Vec<String> = text.lines().map(|l| l.split(' ').skip(3).take(2).collect::<Vec<_>>().join(" ")).collect();
+    let mut v: Vec<String> = text
+        .lines()
+        .map(|l| l.split(' ').skip(3).take(2).collect::<Vec<_>>().join(" "))
+        .collect();
     v.sort();
     v
 }
 
 /// The host's binfmt_misc entries (empty if not mounted).
 pub fn host_binfmt_entries() -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir("/proc/sys/fs/binfmt_misc").map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default();
+    let mut v: Vec<String> = std::fs::read_dir("/proc/sys/fs/binfmt_misc")
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
     v.sort();
     v
 }
@@ -148,12 +181,18 @@ impl MirrorServer {
                         let _ = req.respond(tiny_http::Response::from_file(f));
                     }
                     None => {
-                        let _ = req.respond(tiny_http::Response::from_string("not found").with_status_code(404));
+                        let _ = req.respond(
+                            tiny_http::Response::from_string("not found").with_status_code(404),
+                        );
                     }
                 }
             }
         });
-        MirrorServer { url: format!("http://127.0.0.1:{port}"), server, handle: Some(handle) }
+        MirrorServer {
+            url: format!("http://127.0.0.1:{port}"),
+            server,
+            handle: Some(handle),
+        }
     }
 
     /// The shared Alpine mirror.

@@ -67,8 +67,10 @@ pub struct SourceArgs {
 
 #[derive(Debug, Args)]
 pub struct FetchArgs {
-    /// Architecture (or alias), optionally ARCH@NAME to keep several.
-    pub arch: String,
+    /// Architectures (or aliases), each optionally ARCH@NAME to keep several.
+    /// Several arches are downloaded in parallel.
+    #[arg(required = true, value_name = "ARCH")]
+    pub arches: Vec<String>,
     #[command(flatten)]
     pub source: SourceArgs,
     /// Install under this name (same as ARCH@NAME).

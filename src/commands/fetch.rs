@@ -10,31 +10,85 @@ use crate::fetch::{self, Request};
 use crate::specs::Spec;
 use crate::store::{Installed, RootfsId};
 
-pub fn fetch(ctx: &Ctx, a: FetchArgs) -> Result<Installed> {
-    let (arch, mut name) = RootfsId::parse(&a.arch)?;
-    if let Some(n) = a.name {
-        crate::store::validate_name(&n)?;
-        if name.as_ref().is_some_and(|x| *x != n) {
-            return Err(hinted(
-                format!("{} and --name {n} disagree", a.arch),
-                "give the name once, as ARCH@NAME or --name",
-            ));
-        }
-        name = Some(n);
+/// `xroot fetch ARCH...`: several arches download in parallel, one thread
+/// each (network-bound; extraction of one overlaps the download of others).
+pub fn fetch_all(ctx: &Ctx, a: FetchArgs) -> Result<()> {
+    if a.arches.len() > 1 && (a.name.is_some() || a.from.is_some()) {
+        return Err(hinted(
+            "--name and --from apply to one rootfs",
+            "fetch one arch at a time with --name/--from",
+        ));
     }
-    let spec = ctx.catalog.resolve(&arch)?;
-    let id = RootfsId {
-        arch: spec.name.clone(),
-        name,
+    // Resolve every name first: a typo fails before any download starts.
+    let mut jobs = Vec::new();
+    for arch in &a.arches {
+        let (arch, mut name) = RootfsId::parse(arch)?;
+        if let Some(n) = &a.name {
+            crate::store::validate_name(n)?;
+            if name.as_ref().is_some_and(|x| x != n) {
+                return Err(hinted(
+                    format!(
+                        "{arch}@{} and --name {n} disagree",
+                        name.unwrap_or_default()
+                    ),
+                    "give the name once, as ARCH@NAME or --name",
+                ));
+            }
+            name = Some(n.clone());
+        }
+        let spec = ctx.catalog.resolve(&arch)?;
+        let mut req = request(
+            RootfsId {
+                arch: spec.name.clone(),
+                name,
+            },
+            &a.source,
+        )?;
+        req.force = a.force;
+        req.from = a.from.as_deref().map(absolutize);
+        req.sha256 = a.sha256.clone();
+        jobs.push((spec, req));
+    }
+    let ui = if jobs.len() > 1 {
+        crate::ui::Ui {
+            tty: false,
+            ..ctx.ui
+        }
+    } else {
+        ctx.ui
     };
-    let mut req = request(id, &a.source)?;
-    req.force = a.force;
-    req.from = a.from.map(|f| absolutize(&f));
-    req.sha256 = a.sha256;
-    let installed = fetch::fetch(&ctx.store, &ctx.catalog, spec, &req, ctx.ui)?;
-    // Make sure it can run, now rather than at the first `run`.
-    super::binfmt::prepare(ctx, spec, a.binfmt.binfmt, a.binfmt.qemu.as_deref())?;
-    Ok(installed)
+    let results: Vec<Result<Installed>> = std::thread::scope(|s| {
+        let handles: Vec<_> = jobs
+            .iter()
+            .map(|(spec, req)| {
+                s.spawn(move || fetch::fetch(&ctx.store, &ctx.catalog, spec, req, ui))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a fetch thread panicked")))
+            })
+            .collect()
+    });
+    let mut errors = Vec::new();
+    for ((spec, req), r) in jobs.iter().zip(results) {
+        match r {
+            // Make sure it can run, now rather than at the first `run`.
+            Ok(_) => super::binfmt::prepare(ctx, spec, a.binfmt.binfmt, a.binfmt.qemu.as_deref())
+                .map(|_| ())?,
+            Err(e) if jobs.len() == 1 => return Err(e),
+            Err(e) => {
+                ctx.ui.warn(format!("{}: {e:#}", req.id));
+                errors.push(req.id.to_string());
+            }
+        }
+    }
+    if !errors.is_empty() {
+        anyhow::bail!("fetching {} failed (see above)", errors.join(", "));
+    }
+    Ok(())
 }
 
 /// A fetch request from the shared source options.

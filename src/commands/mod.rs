@@ -30,7 +30,7 @@ pub fn dispatch(cmd: Command, ui: Ui) -> Result<i32> {
         ui,
     };
     match cmd {
-        Command::Fetch(a) => fetch::fetch(&ctx, a).map(|_| 0),
+        Command::Fetch(a) => fetch::fetch_all(&ctx, a).map(|_| 0),
         Command::Run(a) => run::run(&ctx, a.arch, a.guest, a.cmd),
         Command::Shell(a) => run::run(&ctx, a.arch, a.guest, vec!["/bin/sh".into(), "-l".into()]),
         Command::List { json } => list::list(&ctx, json).map(|_| 0),

@@ -287,7 +287,7 @@ mod tests {
         let hint = crate::error::hint_of(&err).unwrap();
         assert!(hint.starts_with("did you mean 'aarch64'?"), "{hint}");
         assert!(hint.contains("riscv64"), "{hint}");
-        let err = c.resolve("vax").unwrap_err();
+        let err = c.resolve("quantum-xyz").unwrap_err();
         assert!(crate::error::hint_of(&err)
             .unwrap()
             .starts_with("known arches:"));

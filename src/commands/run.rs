@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use super::Ctx;
 use crate::cli::GuestArgs;
 use crate::error::hinted;
-use crate::fetch::{check_arch, shell_header};
+use crate::fetch::{check_arch, check_header, shell_header};
 use crate::sandbox::{self, idmap::IdMap, Bind};
 use crate::specs::Spec;
 use crate::store::RootfsId;
@@ -27,7 +27,7 @@ const SYSTEM_DIRS: [&str; 16] = [
 ];
 
 pub fn run(ctx: &Ctx, arch: Option<String>, g: GuestArgs, cmd: Vec<String>) -> Result<i32> {
-    let (spec, rootfs, lock_name) = target(ctx, arch.as_deref(), &g)?;
+    let (spec, rootfs, lock_name) = target(ctx, arch.as_deref(), &g, &cmd[0])?;
     // Shared lock: `xroot rm` of this rootfs waits for us to finish.
     let lock = ctx.store.lock_named(&lock_name, false, true)?;
     let prepared = super::binfmt::prepare(ctx, spec, g.binfmt.binfmt, g.binfmt.qemu.as_deref())?;
@@ -145,6 +145,7 @@ fn target<'c>(
     ctx: &'c Ctx,
     arch: Option<&str>,
     g: &GuestArgs,
+    program: &str,
 ) -> Result<(&'c Spec, PathBuf, String)> {
     if let Some(dir) = &g.rootfs {
         let root = dir.canonicalize().map_err(|e| {
@@ -156,13 +157,33 @@ fn target<'c>(
         if !root.is_dir() {
             return Err(hinted(format!("--rootfs {} is not a directory", dir.display()), "give the unpacked tree, not a tarball (import tarballs with `xroot fetch ARCH --from FILE`)"));
         }
-        let spec = match arch {
-            Some(a) => {
+        // The tree's shell tells its arch; a tree without one (a single
+        // static program) is judged by the program being run.
+        let header = shell_header(&root).or_else(|| {
+            let p = root.join(Path::new(program).strip_prefix("/").ok()?);
+            let meta = fs::symlink_metadata(&p).ok()?;
+            let h = crate::elf::read_header(&p, 64).ok()?;
+            (meta.is_file() && h.starts_with(b"\x7fELF")).then(|| (PathBuf::from(program), h))
+        });
+        let spec = match (arch, header) {
+            (Some(a), Some((path, h))) => {
                 let spec = ctx.catalog.resolve(a)?;
-                check_arch(&ctx.catalog, spec, &root)?;
+                check_header(&ctx.catalog, spec, &root.join(path.strip_prefix("/").unwrap_or(&path)), &h)?;
                 spec
             }
-            None => detect(ctx, &root)?,
+            (Some(a), None) => ctx.catalog.resolve(a)?,
+            (None, Some((_, h))) => ctx.catalog.matching(&h).into_iter().next().ok_or_else(|| {
+                hinted(
+                    format!("cannot tell the architecture of {}: its ELF header matches no known arch", root.display()),
+                    "name it: xroot run ARCH --rootfs DIR -- CMD",
+                )
+            })?,
+            (None, None) => {
+                return Err(hinted(
+                    format!("cannot tell the architecture of {}: no /bin/sh and no ELF program to look at", root.display()),
+                    "name it: xroot run ARCH --rootfs DIR -- CMD",
+                ))
+            }
         };
         use sha2::Digest;
         let lock = format!(
@@ -187,31 +208,6 @@ fn target<'c>(
     let root = installed.root();
     check_arch(&ctx.catalog, spec, &root).with_context(|| format!("checking {id}"))?;
     Ok((spec, root, id.dir_name()))
-}
-
-/// Finds the arch of a tree from its shell's ELF header.
-fn detect<'c>(ctx: &'c Ctx, root: &Path) -> Result<&'c Spec> {
-    if let Some((_, header)) = shell_header(root) {
-        if let Some(s) = ctx.catalog.matching(&header).into_iter().next() {
-            return Ok(s);
-        }
-    }
-    // A tree without a shell (e.g. one static program): look for any ELF file at the top.
-    if let Ok(rd) = fs::read_dir(root) {
-        for e in rd.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_file()) {
-                if let Ok(h) = crate::elf::read_header(&e.path(), 64) {
-                    if let Some(s) = ctx.catalog.matching(&h).into_iter().next() {
-                        return Ok(s);
-                    }
-                }
-            }
-        }
-    }
-    Err(hinted(
-        format!("cannot tell the architecture of {}", root.display()),
-        "name it: xroot run ARCH --rootfs DIR -- CMD",
-    ))
 }
 
 fn parse_bind(s: &str, readonly: bool) -> Result<Bind> {

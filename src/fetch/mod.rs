@@ -405,7 +405,12 @@ pub fn check_arch(catalog: &Catalog, spec: &Spec, root: &Path) -> Result<()> {
             "this does not look like a Linux root filesystem"
         ));
     };
-    let matched = catalog.matching(&header);
+    check_header(catalog, spec, &path, &header)
+}
+
+/// Refuses an ELF header (of `path`, for messages) that is not for `spec`.
+pub fn check_header(catalog: &Catalog, spec: &Spec, path: &Path, header: &[u8]) -> Result<()> {
+    let matched = catalog.matching(header);
     if matched.iter().any(|s| s.qemu == spec.qemu) {
         return Ok(());
     }
@@ -416,7 +421,7 @@ pub fn check_arch(catalog: &Catalog, spec: &Spec, root: &Path) -> Result<()> {
     Err(hinted(
         format!("{} is for {found}, not {}", path.display(), spec.name),
         format!(
-            "this rootfs is not a {} system; fetch it as `{found}`, or pick the right tarball",
+            "this rootfs is not a {} system; use it as `{found}`, or pick the right tarball",
             spec.name
         ),
     ))

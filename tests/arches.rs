@@ -1,0 +1,220 @@
+//! Issue #4: every architecture qemu-user runs, proven with the static
+//! probe built for 14 targets, each in a tiny rootfs of its own.
+
+mod common;
+use common::*;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// (probe's qemu target, xroot arch, what `uname -m` says under it).
+const PROBES: [(&str, &str, &str); 14] = [
+    ("aarch64", "aarch64", "aarch64"),
+    ("arm", "armv7", "armv7l"),
+    ("armel", "armel", "armv7l"),
+    ("i386", "x86", "i686"),
+    ("x86_64", "x86_64", "x86_64"),
+    ("ppc", "ppc", "ppc"),
+    ("ppc64", "ppc64", "ppc64"),
+    ("ppc64le", "ppc64le", "ppc64le"),
+    ("mips", "mips", "mips"),
+    ("mipsel", "mipsel", "mips"),
+    ("mips64", "mips64", "mips64"),
+    ("mips64el", "mips64el", "mips64"),
+    ("s390x", "s390x", "s390x"),
+    ("riscv64", "riscv64", "riscv64"),
+];
+
+/// A tree holding only the given probes, as /NAME.
+fn tiny_rootfs(dir: &Path, probes: &[(&str, &str)]) -> PathBuf {
+    let root = dir.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    for (target, name) in probes {
+        std::fs::copy(probe(target), root.join(name)).unwrap();
+    }
+    root
+}
+
+fn report(out: &str) -> Vec<HashMap<String, String>> {
+    let mut reports = Vec::new();
+    for line in out.lines() {
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        if k == "machine" {
+            reports.push(HashMap::new());
+        }
+        reports
+            .last_mut()
+            .expect("report starts with machine=")
+            .insert(k.to_string(), v.to_string());
+    }
+    reports
+}
+
+#[test]
+fn every_probe_runs_in_its_own_sandbox() {
+    if !sandbox_ready("aarch64") {
+        return;
+    }
+    let env = Env::new("http://127.0.0.1:9");
+    for (target, arch, uname) in PROBES {
+        if !require(
+            have_qemu(target) || ["x86_64", "i386"].contains(&target),
+            &format!("qemu for {target}"),
+        ) {
+            continue;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let root = tiny_rootfs(t.path(), &[(target, "probe")]);
+        let o = env.run(&[
+            "run",
+            arch,
+            "--rootfs",
+            root.to_str().unwrap(),
+            "--",
+            "/probe",
+        ]);
+        let out = ok(&o);
+        let r = &report(&out)[0];
+        assert_eq!(r["machine"], uname, "{target}: {out}");
+        assert_eq!(
+            r["pid"], "2",
+            "{target}: own PID namespace, child of xroot's init"
+        );
+        assert_eq!(r["proc"], "yes", "{target}");
+        assert_eq!(r["devnull"], "ok", "{target}");
+        assert_eq!(r["ptmx"], "yes", "{target}");
+        assert_eq!(r["sys"], "yes", "{target}");
+        assert_eq!(r["argv0"], "/probe", "{target}");
+        assert_eq!(r["uid"], "0", "{target}");
+        assert_eq!(r["hostname"], format!("xroot-{arch}"), "{target}");
+        assert_eq!(r["env_HOME"], "/root", "{target}");
+        // The tiny tree is left as it was: only the probe.
+        let left: Vec<_> = std::fs::read_dir(&root)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(
+            left,
+            vec![std::ffi::OsString::from("probe")],
+            "{target}: mount points cleaned up"
+        );
+        // Exit status passes through.
+        let o = env.run(&[
+            "run",
+            "--rootfs",
+            root.to_str().unwrap(),
+            "--",
+            "/probe",
+            "exit",
+            "9",
+        ]);
+        assert_eq!(
+            o.status.code(),
+            Some(9),
+            "{target} (arch detected): {}",
+            stderr(&o)
+        );
+    }
+}
+
+#[test]
+fn foreign_program_execs_another_foreign_arch_with_argv0() {
+    if !sandbox_ready("s390x") || !require(have_qemu("mips64el"), "qemu-mips64el-static") {
+        return;
+    }
+    let env = Env::new("http://127.0.0.1:9");
+    let t = tempfile::tempdir().unwrap();
+    let root = tiny_rootfs(
+        t.path(),
+        &[("aarch64", "probe"), ("s390x", "be"), ("mips64el", "mips")],
+    );
+    // aarch64 → s390x (argv[0] chosen by the caller) → mips64el.
+    let o = env.run(&[
+        "run",
+        "aarch64",
+        "--rootfs",
+        root.to_str().unwrap(),
+        "--",
+        "/probe",
+        "exec",
+        "/be",
+        "exec",
+        "/mips",
+        "custom-argv0",
+    ]);
+    let out = ok(&o);
+    let r = report(&out);
+    assert_eq!(r.len(), 3, "{out}");
+    assert_eq!(r[0]["machine"], "aarch64");
+    assert_eq!(r[1]["machine"], "s390x");
+    assert_eq!(r[2]["machine"], "mips64");
+    // The probe's `exec PATH ARGS` passes PATH as argv[0].
+    assert_eq!(r[1]["argv0"], "/be", "{out}");
+    assert_eq!(r[2]["argv0"], "/mips", "{out}");
+    assert_eq!(r[2]["argc"], "2", "{out}");
+}
+
+#[test]
+fn argv0_is_preserved_with_p_flag() {
+    if !sandbox_ready("aarch64") {
+        return;
+    }
+    let server = MirrorServer::alpine();
+    let env = Env::new(&server.url);
+    ok(&env.run(&["fetch", "aarch64", "--quiet"]));
+    // busybox's `exec -a` sets argv[0]; the probe reports what it got.
+    let dir = env.rootfs("aarch64");
+    std::fs::copy(probe("aarch64"), dir.join("usr/local/bin/probe")).unwrap();
+    let o = env.run(&[
+        "run",
+        "aarch64",
+        "--",
+        "sh",
+        "-c",
+        "exec -a renamed /usr/local/bin/probe",
+    ]);
+    let r = &report(&ok(&o))[0];
+    assert_eq!(r["argv0"], "renamed");
+    // A login shell sees "-sh" as its $0.
+    let o = env.run(&[
+        "run",
+        "aarch64",
+        "--",
+        "sh",
+        "-c",
+        "exec -a -sh /bin/sh -c 'echo $0'",
+    ]);
+    assert_eq!(ok(&o).trim(), "-sh");
+}
+
+#[test]
+fn arch_mismatch_is_refused() {
+    let env = Env::new("http://127.0.0.1:9");
+    let t = tempfile::tempdir().unwrap();
+    let root = tiny_rootfs(t.path(), &[("s390x", "probe")]);
+    let o = env.run(&[
+        "run",
+        "aarch64",
+        "--rootfs",
+        root.to_str().unwrap(),
+        "--",
+        "/probe",
+    ]);
+    let e = stderr(&o);
+    assert!(
+        !o.status.success() && e.contains("is for s390x, not aarch64"),
+        "{e}"
+    );
+    // A tree with nothing to judge by, and no arch given.
+    let empty = t.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let o = env.run(&["run", "--rootfs", empty.to_str().unwrap(), "--", "/nothing"]);
+    let e = stderr(&o);
+    assert!(
+        !o.status.success() && e.contains("cannot tell the architecture"),
+        "{e}"
+    );
+}

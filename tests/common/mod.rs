@@ -234,3 +234,113 @@ fn resolve(root: &Path, url_path: &str) -> Option<PathBuf> {
     }
     cur.is_file().then_some(cur)
 }
+
+/// An unprivileged user for rootless tests, created if missing (as root).
+/// `subids`: whether /etc/subuid and /etc/subgid give it a range.
+pub struct User {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: PathBuf,
+}
+
+static USER_SETUP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+pub fn unprivileged_user(name: &str, subids: Option<u64>) -> User {
+    let _g = USER_SETUP.lock().unwrap_or_else(|e| e.into_inner());
+    let exists = Command::new("id")
+        .arg("-u")
+        .arg(name)
+        .output()
+        .expect("id")
+        .status
+        .success();
+    if !exists {
+        let o = Command::new("useradd")
+            .args(["--create-home", "--shell", "/bin/sh", name])
+            .output()
+            .expect("useradd");
+        assert!(o.status.success(), "useradd {name}: {}", stderr(&o));
+    }
+    // Make the subordinate ranges exactly what the test asks for.
+    for file in ["/etc/subuid", "/etc/subgid"] {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        let mut lines: Vec<String> = text
+            .lines()
+            .filter(|l| !l.starts_with(&format!("{name}:")))
+            .map(str::to_string)
+            .collect();
+        if let Some(start) = subids {
+            lines.push(format!("{name}:{start}:65536"));
+        }
+        std::fs::write(
+            file,
+            lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
+        )
+        .expect("write subid file");
+    }
+    let id = |flag: &str| -> u32 {
+        String::from_utf8(
+            Command::new("id")
+                .arg(flag)
+                .arg(name)
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+    };
+    let home = PathBuf::from(format!("/home/{name}"));
+    User {
+        name: name.to_string(),
+        uid: id("-u"),
+        gid: id("-g"),
+        home,
+    }
+}
+
+/// A copy of the xroot binary that any user can execute (the build
+/// directory may be under a 0700 home).
+pub fn public_bin(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join("xroot");
+    std::fs::copy(bin(), &p).expect("copy xroot");
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+/// A temp dir that `user` owns, with traversable parents.
+pub fn user_tempdir(user: &User) -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::Builder::new()
+        .prefix("xroot-rootless-")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::chown(d.path(), Some(user.uid), Some(user.gid)).expect("chown");
+    d
+}
+
+/// A command that runs `program` as `user` (setpriv sets real, effective
+/// and saved ids and the user's groups; no capabilities remain), with a
+/// minimal environment of that user.
+pub fn as_user(user: &User, program: &Path) -> Command {
+    let mut c = Command::new("/usr/bin/setpriv");
+    c.args([
+        "--reuid",
+        &user.uid.to_string(),
+        "--regid",
+        &user.gid.to_string(),
+        "--init-groups",
+        "--",
+    ])
+    .arg(program);
+    c.env_clear()
+        .env("HOME", &user.home)
+        .env("USER", &user.name)
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin");
+    c
+}

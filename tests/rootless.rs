@@ -1,0 +1,209 @@
+//! Issue #3: xroot works for an ordinary user and leaves the host untouched.
+//! The test process is root (CI); xroot runs as unprivileged users with
+//! every privilege dropped by setpriv.
+
+mod common;
+use common::*;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+/// Everything under `dir` (names, recursively), to prove nothing was written there.
+fn tree(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(p.clone());
+            }
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Entries of /tmp owned by `uid`, other than `except` (other tests run
+/// concurrently and create their own).
+fn tmp_entries(uid: u32, except: &Path) -> Vec<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let mut v: Vec<PathBuf> = std::fs::read_dir("/tmp")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path() != except && e.metadata().is_ok_and(|m| m.uid() == uid))
+        .map(|e| e.path())
+        .collect();
+    v.sort();
+    v
+}
+
+struct Rootless {
+    user: User,
+    dir: tempfile::TempDir,
+    _bin_dir: tempfile::TempDir,
+    bin: PathBuf,
+    mirror: String,
+}
+
+impl Rootless {
+    fn new(name: &str, subids: Option<u64>, mirror: &str) -> Rootless {
+        let user = unprivileged_user(name, subids);
+        let dir = user_tempdir(&user);
+        let bin_dir = tempfile::Builder::new()
+            .prefix("xroot-bin-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(bin_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let bin = public_bin(bin_dir.path());
+        Rootless {
+            user,
+            dir,
+            _bin_dir: bin_dir,
+            bin,
+            mirror: mirror.to_string(),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        as_user(&self.user, &self.bin)
+            .args(args)
+            .env("XROOT_HOME", self.dir.path().join("store"))
+            .env("XROOT_MIRROR", &self.mirror)
+            .current_dir(self.dir.path())
+            .output()
+            .expect("run xroot as user")
+    }
+}
+
+#[test]
+fn unprivileged_user_fetches_and_runs_leaving_host_untouched() {
+    if !sandbox_ready("s390x")
+        || !require(
+            Path::new("/usr/bin/setpriv").exists(),
+            "setpriv (util-linux)",
+        )
+    {
+        return;
+    }
+    let server = MirrorServer::alpine();
+    let r = Rootless::new("xroot-test", Some(200000), &server.url);
+    let binfmt_before = host_binfmt_entries();
+    let mounts_before = host_mounts();
+    let home_before = tree(&r.user.home);
+    let tmp_before = tmp_entries(r.user.uid, r.dir.path());
+    for (arch, uname) in [
+        ("aarch64", "aarch64"),
+        ("s390x", "s390x"),
+        ("armv7", "armv7l"),
+    ] {
+        ok(&r.run(&["fetch", arch, "--quiet"]));
+        let out = ok(&r.run(&[
+            "run",
+            arch,
+            "--",
+            "sh",
+            "-c",
+            "uname -m; id -u; cat /etc/alpine-release",
+        ]));
+        assert_eq!(out, format!("{uname}\n0\n3.20.3\n"), "{arch}");
+    }
+    // Really unprivileged: outside the guest the files are the user's.
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(r.dir.path().join("store/rootfs/aarch64/root/bin/busybox")).unwrap();
+    assert_eq!(m.uid(), r.user.uid);
+    assert_eq!(
+        host_binfmt_entries(),
+        binfmt_before,
+        "host binfmt_misc handlers changed"
+    );
+    assert_eq!(host_mounts(), mounts_before, "a mount was left on the host");
+    assert_eq!(
+        tree(&r.user.home),
+        home_before,
+        "xroot wrote into the user's home outside XROOT_HOME"
+    );
+    assert_eq!(
+        tmp_entries(r.user.uid, r.dir.path()),
+        tmp_before,
+        "xroot left files in /tmp"
+    );
+    // rm works as the user too.
+    ok(&r.run(&["rm", "armv7"]));
+    assert!(!r.dir.path().join("store/rootfs/armv7").exists());
+}
+
+#[test]
+fn subordinate_ids_make_chown_work() {
+    if !sandbox_ready("aarch64") {
+        return;
+    }
+    let server = MirrorServer::alpine();
+    let r = Rootless::new("xroot-sub", Some(300000), &server.url);
+    let out = ok(&r.run(&["run", "aarch64", "--", "sh", "-c", "touch /tmp/f && chown 1234:2345 /tmp/f && stat -c '%u %g' /tmp/f; cat /proc/self/uid_map | tr -s ' '"]));
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("1234 2345"), "{out}");
+    // The full map: 0 → the user, 1.. → the subordinate range.
+    assert_eq!(
+        lines.next().map(str::trim),
+        Some(&*format!("0 {} 1", r.user.uid)),
+        "{out}"
+    );
+    assert_eq!(lines.next().map(str::trim), Some("1 300000 65535"), "{out}");
+    // On the host the file belongs to the subordinate id 300000+1233.
+    use std::os::unix::fs::MetadataExt;
+    let f = r.dir.path().join("store/rootfs/aarch64/root/tmp/f");
+    assert_eq!(std::fs::metadata(&f).unwrap().uid(), 300000 + 1233);
+    // And `rm` still removes the tree, subordinate-owned files included.
+    ok(&r.run(&["rm", "aarch64"]));
+    assert!(!r.dir.path().join("store/rootfs/aarch64").exists());
+}
+
+#[test]
+fn without_subordinate_ids_only_root_is_mapped_and_doctor_says_so() {
+    if !sandbox_ready("aarch64") {
+        return;
+    }
+    let server = MirrorServer::alpine();
+    let r = Rootless::new("xroot-nosub", None, &server.url);
+    let out = ok(&r.run(&["run", "aarch64", "--", "sh", "-c", "id -u; cat /proc/self/uid_map | tr -s ' '; touch /tmp/f; chown 1234 /tmp/f 2>/dev/null || echo chown-refused"]));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "0");
+    assert_eq!(lines[1].trim(), format!("0 {} 1", r.user.uid));
+    assert_eq!(lines[2], "chown-refused");
+    let doc = r.run(&["doctor"]);
+    let text = stdout(&doc);
+    assert!(
+        text.contains("FIX   id map") && text.contains("--add-subuids"),
+        "{text}"
+    );
+}
+
+#[test]
+fn host_mode_without_handler_names_the_fix() {
+    if !sandbox_ready("s390x") {
+        return;
+    }
+    // Simulates a kernel without private binfmt_misc: force the host's
+    // handlers, of which there is none for s390x.
+    let claimed = host_binfmt_entries().iter().any(|e| e.contains("s390x"));
+    if !require(
+        !claimed,
+        "no host binfmt handler for s390x (a test cannot remove the machine's own)",
+    ) {
+        return;
+    }
+    let server = MirrorServer::alpine();
+    let r = Rootless::new("xroot-test", Some(200000), &server.url);
+    let binfmt_before = host_binfmt_entries();
+    let o = r.run(&["run", "s390x", "--binfmt", "host", "--", "true"]);
+    let e = stderr(&o);
+    assert!(!o.status.success(), "{e}");
+    assert!(e.contains("sudo xroot binfmt install s390x"), "{e}");
+    assert_eq!(host_binfmt_entries(), binfmt_before);
+}

@@ -18,6 +18,7 @@ mod sandbox;
 mod specs;
 mod store;
 mod ui;
+mod userns;
 
 use clap::Parser;
 

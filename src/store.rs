@@ -301,7 +301,7 @@ impl Store {
                     .next()
                     .is_some_and(|pid| pid.bytes().all(|b| b.is_ascii_digit()) || pid == "old")
             }) {
-                crate::extract::remove_tree(&e.path()).with_context(|| {
+                remove_tree(&e.path()).with_context(|| {
                     format!("removing stale staging directory {}", e.path().display())
                 })?;
             }
@@ -323,7 +323,7 @@ impl Store {
             )
             .with_context(|| format!("swapping {} into {}", staging.display(), dest.display()))?;
             // `staging` now holds the old tree.
-            crate::extract::remove_tree(staging)
+            remove_tree(staging)
                 .with_context(|| format!("removing old tree {}", staging.display()))?;
         } else {
             fs::rename(staging, &dest)
@@ -349,8 +349,7 @@ impl Store {
             .tmp_dir()
             .join(format!("{}.old.{}", id.dir_name(), std::process::id()));
         fs::rename(&dest, &trash).with_context(|| format!("moving {} aside", dest.display()))?;
-        crate::extract::remove_tree(&trash)
-            .with_context(|| format!("removing {}", trash.display()))?;
+        remove_tree(&trash).with_context(|| format!("removing {}", trash.display()))?;
         Ok(true)
     }
 
@@ -381,6 +380,64 @@ impl Store {
         }
         Some(v)
     }
+}
+
+/// Removes a tree from the store. A rootless caller with subordinate ids
+/// may own files through those ids (see [`apply_owners`]), which it can
+/// neither modify nor delete from outside: then the removal is retried as
+/// root of a user namespace with the caller's id map.
+pub fn remove_tree(path: &Path) -> std::io::Result<()> {
+    match crate::extract::remove_tree(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            match crate::userns::subordinate_map() {
+                Some(map) => crate::userns::run_as_root(
+                    &map,
+                    &format!("removing {}", path.display()),
+                    &mut || crate::extract::remove_tree(path),
+                )
+                .map_err(|e2| std::io::Error::other(format!("{e}; {e2:#}"))),
+                None => Err(e),
+            }
+        }
+        r => r,
+    }
+}
+
+/// Gives extracted files their archive owners (and the setuid/setgid bits
+/// that extraction withheld) as root of a user namespace with the caller's
+/// subordinate id map, so that inside the guest `/etc/shadow` belongs to
+/// group shadow and `chown`/`apk` see real ids. On the host the files then
+/// belong to the caller's subordinate ids, which grant nothing beyond what
+/// /etc/subuid already delegates to the caller.
+pub fn apply_owners(
+    map: &crate::userns::IdMap,
+    root: &Path,
+    owners: &[crate::extract::OwnerRecord],
+) -> Result<()> {
+    let limit = match map {
+        crate::userns::IdMap::Subordinate { subuid, subgid, .. } => (subuid.count, subgid.count),
+        _ => return Ok(()),
+    };
+    crate::userns::run_as_root(
+        map,
+        &format!("setting file owners in {}", root.display()),
+        &mut || {
+            for o in owners {
+                if o.uid > limit.0 || o.gid > limit.1 {
+                    continue; // not representable with this map: stays the caller's
+                }
+                let p = root.join(&o.path);
+                std::os::unix::fs::lchown(&p, Some(o.uid as u32), Some(o.gid as u32))?;
+                let meta = fs::symlink_metadata(&p)?;
+                if !meta.file_type().is_symlink() {
+                    use std::os::unix::fs::PermissionsExt;
+                    // After chown: chown clears setuid/setgid.
+                    fs::set_permissions(&p, fs::Permissions::from_mode(o.mode))?;
+                }
+            }
+            Ok(())
+        },
+    )
 }
 
 /// Current time as RFC 3339 (UTC, seconds).

@@ -145,9 +145,13 @@ fn subordinate_ids_make_chown_work() {
     }
     let server = MirrorServer::alpine();
     let r = Rootless::new("xroot-sub", Some(300000), &server.url);
-    let out = ok(&r.run(&["run", "aarch64", "--", "sh", "-c", "touch /tmp/f && chown 1234:2345 /tmp/f && stat -c '%u %g' /tmp/f; cat /proc/self/uid_map | tr -s ' '"]));
+    let out = ok(&r.run(&["run", "aarch64", "--", "sh", "-c", "touch /tmp/f && chown 1234:2345 /tmp/f && stat -c '%u %g' /tmp/f; \
+        stat -c '%U %G' /etc/shadow; mkdir -p /tmp/d/e && touch /tmp/d/e/x && chown -R 1234 /tmp/d && chmod 755 /tmp/d/e; \
+        cat /proc/self/uid_map | tr -s ' '"]));
     let mut lines = out.lines();
     assert_eq!(lines.next(), Some("1234 2345"), "{out}");
+    // Extraction applied the archive's owners in a user namespace: real ids.
+    assert_eq!(lines.next(), Some("root shadow"), "{out}");
     // The full map: 0 → the user, 1.. → the subordinate range.
     assert_eq!(
         lines.next().map(str::trim),
@@ -159,7 +163,8 @@ fn subordinate_ids_make_chown_work() {
     use std::os::unix::fs::MetadataExt;
     let f = r.dir.path().join("store/rootfs/aarch64/root/tmp/f");
     assert_eq!(std::fs::metadata(&f).unwrap().uid(), 300000 + 1233);
-    // And `rm` still removes the tree, subordinate-owned files included.
+    // And `rm` still removes the tree, subordinate-owned directories included
+    // (which the user cannot delete from outside a user namespace).
     ok(&r.run(&["rm", "aarch64"]));
     assert!(!r.dir.path().join("store/rootfs/aarch64").exists());
 }

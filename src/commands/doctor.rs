@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::Ctx;
 use crate::host::{self, Native};
 use crate::qemu::{self, Lookup};
-use crate::sandbox::idmap::{self, IdMap};
+use crate::userns::idmap::{self, IdMap};
 
 #[derive(Serialize)]
 struct Check {

@@ -12,9 +12,10 @@ use super::Ctx;
 use crate::cli::GuestArgs;
 use crate::error::hinted;
 use crate::fetch::{check_arch, check_header, shell_header};
-use crate::sandbox::{self, idmap::IdMap, Bind};
+use crate::sandbox::{self, Bind};
 use crate::specs::Spec;
 use crate::store::RootfsId;
+use crate::userns::IdMap;
 
 /// The guest's PATH: Alpine's default.
 const GUEST_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

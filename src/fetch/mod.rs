@@ -100,7 +100,7 @@ pub fn fetch(
     let result = install(store, catalog, spec, req, &plan, &transport, &staging, ui);
     if result.is_err() {
         // Nothing half-done: the staging tree goes; the store is as before.
-        let _ = extract::remove_tree(&staging);
+        let _ = store::remove_tree(&staging);
     }
     result
 }
@@ -334,7 +334,14 @@ fn install(
     for (p, why) in report.skipped.iter().take(5) {
         ui.info(format!("skipped {}: {why}", p.display()));
     }
-    let owners_recorded = !report.owners.is_empty();
+    // Rootless with subordinate ids: make ownership real (in a user namespace).
+    let mut owners_recorded = !report.owners.is_empty();
+    if owners_recorded && !chown {
+        if let Some(map) = crate::userns::subordinate_map() {
+            store::apply_owners(&map, &root, &report.owners)?;
+            owners_recorded = false;
+        }
+    }
     if owners_recorded {
         let mut text =
             String::from("# path\tuid\tgid\tmode (ownership and modes not applied on the host)\n");

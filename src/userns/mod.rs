@@ -1,0 +1,160 @@
+//! User namespaces: the caller's id map, and starting a child in new
+//! namespaces with that map applied.
+//!
+//! Used by the sandbox (the guest's namespaces) and by the store, which for
+//! a rootless caller with subordinate ids applies and removes guest file
+//! ownership from inside a user namespace (outside, the caller cannot chown
+//! to, or delete files of, its subordinate ids).
+
+pub mod idmap;
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use anyhow::{bail, Context, Result};
+use nix::sched::CloneFlags;
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+
+pub use idmap::IdMap;
+
+/// Starts `child` in a new user namespace (plus `extra` namespaces), after
+/// the parent has written its id maps. The user namespace is created in
+/// the same clone as the others, so it owns them and an unprivileged
+/// caller may create them. `child`'s return value is its exit status.
+///
+/// The child waits on a pipe until the maps are written: it cannot map
+/// subordinate ids itself; `newuidmap` must, from outside.
+pub fn spawn(extra: CloneFlags, map: &IdMap, child: &mut dyn FnMut() -> i32) -> Result<Pid> {
+    let (go_r, go_w) = nix::unistd::pipe().context("creating a pipe")?;
+    // The child runs on its own stack; pages are only touched as used.
+    let mut stack = vec![0u8; 8 << 20];
+    let go_w_raw = go_w.as_raw_fd();
+    let go_r_raw = go_r.as_raw_fd();
+    let child_main = Box::new(|| -> isize {
+        // SAFETY: the child has its own copy of the fd table.
+        unsafe { libc::close(go_w_raw) };
+        // If the parent dies, so does the child.
+        // SAFETY: plain prctl.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+        // SAFETY: the fd is ours, inherited from the parent.
+        let mut go = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(go_r_raw) });
+        let mut b = [0u8; 1];
+        if go.read(&mut b).ok() != Some(1) {
+            // Parent failed or died before mapping our ids.
+            return 125;
+        }
+        drop(go);
+        child() as isize
+    });
+    // SAFETY: no CLONE_VM: the child gets a copy of our memory, like fork.
+    // Callers are single-threaded here (downloads are joined before).
+    let pid = unsafe {
+        nix::sched::clone(
+            child_main,
+            &mut stack,
+            CloneFlags::CLONE_NEWUSER | extra,
+            Some(libc::SIGCHLD),
+        )
+    }
+    .map_err(|e| {
+        crate::error::hinted(
+            format!("cannot create a user namespace: {e}"),
+            "user namespaces may be disabled: see `xroot doctor` (sysctl user.max_user_namespaces, kernel.apparmor_restrict_unprivileged_userns)",
+        )
+    })?;
+    drop(go_r);
+    let mut go_w = std::fs::File::from(go_w);
+    if let Err(e) = map.apply(pid.as_raw()) {
+        // Closing the pipe without a byte tells the child to give up.
+        drop(go_w);
+        let _ = waitpid(pid, None);
+        return Err(e.context("setting up user and group ids"));
+    }
+    go_w.write_all(b"1").context("starting the child")?;
+    Ok(pid)
+}
+
+/// Waits for a child; its exit status, or 128+N if killed by signal N.
+pub fn wait(pid: Pid) -> Result<i32> {
+    loop {
+        match waitpid(pid, None) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => bail!("waiting for process {pid}: {e}"),
+        }
+    }
+}
+
+/// Runs `f` as root of a user namespace with the caller's id map, for
+/// file work on subordinate-owned trees.
+///
+/// Unlike [`spawn`] this uses fork(2) then unshare(2) in the child: fork
+/// runs libc's atfork handlers, so the child may allocate even when the
+/// caller has other threads (parallel fetches).
+pub fn run_as_root(
+    map: &IdMap,
+    what: &str,
+    f: &mut dyn FnMut() -> std::io::Result<()>,
+) -> Result<()> {
+    let (ready_r, ready_w) = nix::unistd::pipe().context("creating a pipe")?;
+    let (go_r, go_w) = nix::unistd::pipe().context("creating a pipe")?;
+    // SAFETY: the child only runs `f` and exits; see the doc comment.
+    match unsafe { nix::unistd::fork() }.context("fork")? {
+        nix::unistd::ForkResult::Child => {
+            drop(ready_r);
+            drop(go_w);
+            let code = (|| {
+                nix::sched::unshare(CloneFlags::CLONE_NEWUSER).ok()?;
+                std::fs::File::from(ready_w).write_all(b"1").ok()?;
+                let mut b = [0u8; 1];
+                (std::fs::File::from(go_r).read(&mut b).ok()? == 1).then_some(())?;
+                Some(match f() {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        eprintln!("xroot: error: {what}: {e}");
+                        1
+                    }
+                })
+            })()
+            .unwrap_or(125);
+            // SAFETY: leave without running the parent's atexit handlers.
+            unsafe { libc::_exit(code) }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(ready_w);
+            drop(go_r);
+            let mut b = [0u8; 1];
+            let ready = std::fs::File::from(ready_r).read(&mut b).ok() == Some(1);
+            let mapped = if ready {
+                map.apply(child.as_raw())
+            } else {
+                Err(anyhow::anyhow!(
+                    "the child could not create a user namespace"
+                ))
+            };
+            let mut go = std::fs::File::from(go_w);
+            if mapped.is_ok() {
+                let _ = go.write_all(b"1");
+            }
+            drop(go);
+            let code = wait(child)?;
+            mapped.with_context(|| format!("{what}: setting up a user namespace"))?;
+            if code != 0 {
+                bail!("{what} failed in a user namespace (status {code})");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Whether this caller's files may be owned by subordinate ids (rootless
+/// with a subordinate range).
+pub fn subordinate_map() -> Option<IdMap> {
+    match IdMap::for_caller() {
+        m @ IdMap::Subordinate { .. } => Some(m),
+        _ => None,
+    }
+}

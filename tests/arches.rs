@@ -218,3 +218,160 @@ fn arch_mismatch_is_refused() {
         "{e}"
     );
 }
+
+fn aarch64_tarball() -> PathBuf {
+    mirror_dir().join("v3.20/releases/aarch64/alpine-minirootfs-3.20.3-aarch64.tar.gz")
+}
+
+const AARCH64_SHA256: &str = "041fa34a81788242df9e78fa69b97ab45b8ec47ddbf88864755610414a7bf3de";
+
+#[test]
+fn import_own_tarballs_under_names() {
+    if !sandbox_ready("aarch64") {
+        return;
+    }
+    let server = MirrorServer::alpine();
+    let env = Env::new(&server.url);
+    let tgz = aarch64_tarball();
+    // A verified import under a name, from a file and from a URL.
+    ok(&env.run(&[
+        "fetch",
+        "aarch64",
+        "--from",
+        tgz.to_str().unwrap(),
+        "--sha256",
+        AARCH64_SHA256,
+        "--name",
+        "imported",
+    ]));
+    let url = format!(
+        "{}/v3.20/releases/aarch64/alpine-minirootfs-3.20.3-aarch64.tar.gz",
+        server.url
+    );
+    ok(&env.run(&[
+        "fetch",
+        "arm64@web",
+        "--from",
+        &url,
+        "--sha256",
+        AARCH64_SHA256,
+        "--quiet",
+    ]));
+    // Another release branch under a name.
+    ok(&env.run(&[
+        "fetch", "aarch64", "--branch", "v3.20", "--name", "old", "--quiet",
+    ]));
+    // xz and zstd compressed tarballs are unpacked too.
+    let t = tempfile::tempdir().unwrap();
+    let raw = {
+        use std::io::Read;
+        let mut v = Vec::new();
+        flate2::read::GzDecoder::new(std::fs::File::open(&tgz).unwrap())
+            .read_to_end(&mut v)
+            .unwrap();
+        v
+    };
+    let xz = t.path().join("rootfs.tar.xz");
+    {
+        use std::io::Write;
+        let mut enc = xz2::write::XzEncoder::new(std::fs::File::create(&xz).unwrap(), 1);
+        enc.write_all(&raw).unwrap();
+        enc.finish().unwrap();
+    }
+    let zst = t.path().join("rootfs.tar.zst");
+    std::fs::write(&zst, zstd::encode_all(&raw[..], 3).unwrap()).unwrap();
+    ok(&env.run(&[
+        "fetch",
+        "aarch64@xz",
+        "--from",
+        xz.to_str().unwrap(),
+        "--quiet",
+    ]));
+    ok(&env.run(&[
+        "fetch",
+        "aarch64@zst",
+        "--from",
+        zst.to_str().unwrap(),
+        "--quiet",
+    ]));
+    for name in ["imported", "web", "old", "xz", "zst"] {
+        let o = env.run(&[
+            "run",
+            &format!("aarch64@{name}"),
+            "--",
+            "cat",
+            "/etc/alpine-release",
+        ]);
+        assert_eq!(ok(&o), "3.20.3\n", "{name}");
+    }
+    // `list` shows every named rootfs.
+    let v: serde_json::Value = serde_json::from_str(&ok(&env.run(&["list", "--json"]))).unwrap();
+    let row = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["arch"] == "aarch64")
+        .unwrap();
+    let ids: Vec<&str> = row["installed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "aarch64@imported",
+            "aarch64@old",
+            "aarch64@web",
+            "aarch64@xz",
+            "aarch64@zst"
+        ]
+    );
+    // A named rootfs that is not installed is not fetched silently.
+    let o = env.run(&["run", "aarch64@nope", "--", "true"]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("aarch64@nope is not installed"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn import_with_bad_checksum_installs_nothing() {
+    let env = Env::new("http://127.0.0.1:9");
+    let wrong = "0".repeat(64);
+    let o = env.run(&[
+        "fetch",
+        "aarch64",
+        "--from",
+        aarch64_tarball().to_str().unwrap(),
+        "--sha256",
+        &wrong,
+    ]);
+    let e = stderr(&o);
+    assert!(
+        !o.status.success() && e.contains("sha256 mismatch") && e.contains(AARCH64_SHA256),
+        "{e}"
+    );
+    assert!(!env.home().join("rootfs/aarch64").exists());
+    // The wrong arch is refused even with the right checksum.
+    let o = env.run(&[
+        "fetch",
+        "s390x",
+        "--from",
+        aarch64_tarball().to_str().unwrap(),
+        "--sha256",
+        AARCH64_SHA256,
+    ]);
+    let e = stderr(&o);
+    assert!(
+        !o.status.success() && e.contains("is for aarch64, not s390x"),
+        "{e}"
+    );
+    assert!(!env.home().join("rootfs/s390x").exists());
+    assert_eq!(
+        std::fs::read_dir(env.home().join("tmp")).unwrap().count(),
+        0
+    );
+}

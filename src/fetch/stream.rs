@@ -103,6 +103,8 @@ pub fn hex(b: &[u8]) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
     Gzip,
+    Xz,
+    Zstd,
     None,
 }
 
@@ -113,9 +115,9 @@ pub fn sniff<R: BufRead>(r: &mut R) -> io::Result<Result<Compression, String>> {
     Ok(if head.starts_with(&[0x1f, 0x8b]) {
         Ok(Compression::Gzip)
     } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
-        Err("xz".into())
+        Ok(Compression::Xz)
     } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Err("zstd".into())
+        Ok(Compression::Zstd)
     } else if head.starts_with(b"BZh") {
         Err("bzip2".into())
     } else {
@@ -128,6 +130,8 @@ pub fn sniff<R: BufRead>(r: &mut R) -> io::Result<Result<Compression, String>> {
 pub fn decompress<'a, R: BufRead + 'a>(mut r: R) -> io::Result<Result<Box<dyn Read + 'a>, String>> {
     Ok(match sniff(&mut r)? {
         Ok(Compression::Gzip) => Ok(Box::new(flate2::bufread::MultiGzDecoder::new(r))),
+        Ok(Compression::Xz) => Ok(Box::new(xz2::bufread::XzDecoder::new_multi_decoder(r))),
+        Ok(Compression::Zstd) => Ok(Box::new(zstd::stream::read::Decoder::with_buffer(r)?)),
         Ok(Compression::None) => Ok(Box::new(r)),
         Err(kind) => Err(kind),
     })
@@ -169,7 +173,9 @@ mod tests {
         let mut gz = io::Cursor::new(vec![0x1f, 0x8b, 8, 0]);
         assert_eq!(sniff(&mut gz).unwrap(), Ok(Compression::Gzip));
         let mut xz = io::Cursor::new(vec![0xfd, b'7', b'z', b'X', b'Z', 0]);
-        assert_eq!(sniff(&mut xz).unwrap(), Err("xz".to_string()));
+        assert_eq!(sniff(&mut xz).unwrap(), Ok(Compression::Xz));
+        let mut bz = io::Cursor::new(b"BZh91AY".to_vec());
+        assert_eq!(sniff(&mut bz).unwrap(), Err("bzip2".to_string()));
         let mut tar = io::Cursor::new(vec![b'.', b'/', 0]);
         assert_eq!(sniff(&mut tar).unwrap(), Ok(Compression::None));
     }

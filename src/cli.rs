@@ -50,6 +50,30 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Put an installed rootfs back to its pristine release (from the
+    /// cached tarball, verified again; downloaded only if not cached).
+    Reset {
+        /// ARCH or ARCH@NAME.
+        target: String,
+    },
+    /// Write an installed rootfs to a tarball (.tar, .tar.gz, .tar.xz,
+    /// .tar.zst by extension), importable elsewhere with `fetch --from`.
+    Export {
+        /// ARCH or ARCH@NAME.
+        target: String,
+        /// Output file.
+        file: PathBuf,
+    },
+    /// Print a shell completion script.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (xroot.1 and one per subcommand) into a directory.
+    Man {
+        /// Output directory.
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -85,6 +109,10 @@ pub struct FetchArgs {
     /// Expected sha256 of --from.
     #[arg(long, value_name = "HEX", requires = "from")]
     pub sha256: Option<String>,
+    /// Install these Alpine packages (`apk add`) after unpacking; needs the
+    /// network (the mirror option also sets /etc/apk/repositories).
+    #[arg(long, value_name = "PKG,...", value_delimiter = ',')]
+    pub packages: Vec<String>,
     #[command(flatten)]
     pub binfmt: BinfmtArgs,
 }
@@ -127,6 +155,16 @@ pub struct GuestArgs {
     /// Hostname inside the guest [default: xroot-ARCH].
     #[arg(long)]
     pub hostname: Option<String>,
+    /// Throwaway run: writes go to a tmpfs layer (overlayfs) and vanish at exit;
+    /// the installed rootfs stays byte-for-byte unchanged.
+    #[arg(long)]
+    pub ephemeral: bool,
+    /// Run as this guest user (NAME, UID or UID:GID), with its HOME.
+    #[arg(long, value_name = "NAME|UID[:GID]")]
+    pub user: Option<String>,
+    /// Create the --user NAME in the guest if it does not exist.
+    #[arg(long, requires = "user")]
+    pub create_user: bool,
     #[command(flatten)]
     pub binfmt: BinfmtArgs,
     #[command(flatten)]

@@ -37,5 +37,11 @@ pub fn dispatch(cmd: Command, ui: Ui) -> Result<i32> {
         Command::Rm { targets } => rm::rm(&ctx, &targets).map(|_| 0),
         Command::Binfmt(b) => binfmt::command(&ctx, b),
         Command::Doctor { json } => doctor::doctor(&ctx, json),
+        Command::Reset { .. }
+        | Command::Export { .. }
+        | Command::Completions { .. }
+        | Command::Man { .. } => {
+            anyhow::bail!("not implemented yet")
+        }
     }
 }

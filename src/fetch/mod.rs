@@ -230,9 +230,12 @@ fn install(
 ) -> Result<Installed> {
     let root = staging.join("root");
     fs::create_dir(&root).with_context(|| format!("creating {}", root.display()))?;
-    let cache_part = store
-        .cache_dir()
-        .join(format!("{}.part.{}", plan.file, std::process::id()));
+    // The download is written inside the staging dir, never as a partial
+    // file in cache/: every way this can end early (an error below, a
+    // SIGKILL) then removes it with the staging dir (by `fetch` on error, by
+    // `Store::staging`'s stale-dir cleanup after a kill), and cache/ only
+    // ever holds tarballs that were verified.
+    let cache_part = staging.join("download.part");
     let cache_final = store.cache_dir().join(&plan.file);
     let copy = OpenOptions::new()
         .create(true)

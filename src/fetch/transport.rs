@@ -85,7 +85,10 @@ impl Transport {
                     "check the path, or the --mirror/--branch that led to it",
                 )
             })?;
-            let len = f.metadata().ok().map(|m| m.len());
+            // Only a regular file's size is its length: a pipe or FIFO
+            // (`--from /dev/stdin`, `--from <(curl ...)`) reports 0, which
+            // would otherwise cap the download at one byte.
+            let len = f.metadata().ok().filter(|m| m.is_file()).map(|m| m.len());
             return Ok(Body {
                 len,
                 reader: Box::new(f),

@@ -3,6 +3,8 @@
 //! fail (not skip) under CI=true.
 #![allow(dead_code)]
 
+pub mod faults;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;

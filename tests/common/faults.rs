@@ -1,0 +1,512 @@
+//! A fault-injecting HTTP server for the hostile-input tests (issue #5), and
+//! helpers that check the store and the host were left as they were.
+//!
+//! [`FaultServer`] is a raw `std::net::TcpListener` server, so it can send
+//! what a well-behaved HTTP library never would: a body shorter or longer
+//! than its Content-Length, a connection closed mid-body, a stall, garbage
+//! instead of a status line. By default it serves `../shared/alpine-mirror`
+//! like [`super::MirrorServer`]; a [`Reply`] set with [`FaultServer::route`]
+//! overrides one URL path. It counts requests and body bytes sent per path,
+//! so tests can assert "one download" or wait until a download is under way.
+//!
+//! Every loop in here is bounded: a stalled reply ends when the server is
+//! dropped or after [`MAX_STALL`], whichever comes first. It listens on
+//! 127.0.0.1 only.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The longest any reply stalls or trickles, so a test that fails never
+/// leaves a thread behind for long.
+pub const MAX_STALL: Duration = Duration::from_secs(60);
+
+/// The shared mirror's aarch64 release directory, as a URL path.
+pub const REL: &str = "/v3.20/releases/aarch64";
+pub const TARBALL: &str = "alpine-minirootfs-3.20.3-aarch64.tar.gz";
+
+/// `REL/latest-releases.yaml`.
+pub fn index_path() -> String {
+    format!("{REL}/latest-releases.yaml")
+}
+
+/// `REL/<tarball>`.
+pub fn tarball_path() -> String {
+    format!("{REL}/{TARBALL}")
+}
+
+/// The real aarch64 tarball's bytes.
+pub fn tarball_bytes() -> Vec<u8> {
+    std::fs::read(
+        super::mirror_dir()
+            .join("v3.20/releases/aarch64")
+            .join(TARBALL),
+    )
+    .expect("reading the shared aarch64 tarball")
+}
+
+/// The real aarch64 index's text.
+pub fn index_text() -> String {
+    std::fs::read_to_string(
+        super::mirror_dir()
+            .join("v3.20/releases/aarch64")
+            .join("latest-releases.yaml"),
+    )
+    .expect("reading the shared aarch64 index")
+}
+
+/// What the server does for one URL path.
+#[derive(Clone)]
+pub enum Reply {
+    /// Serve the file from the mirror directory (404 if there is none).
+    Mirror,
+    /// This status and body, with a correct Content-Length.
+    Body(u16, Vec<u8>),
+    /// An error status with a short text body.
+    Status(u16),
+    /// `Status(status)` for the first `times` requests, then `Mirror`.
+    FailFirst { times: usize, status: u16 },
+    /// Headers declaring `declared` bytes, then `body`, then `after`.
+    Lying {
+        declared: u64,
+        body: Vec<u8>,
+        after: After,
+    },
+    /// A correct response whose body is sent `fast` bytes at once, then
+    /// `chunk` bytes every `delay` (a slow mirror).
+    Trickle {
+        body: Vec<u8>,
+        fast: usize,
+        chunk: usize,
+        delay: Duration,
+    },
+    /// Read the request, then say nothing (until the server is dropped).
+    Hang,
+    /// 302 to this location (a path or a full URL).
+    Redirect(String),
+    /// These bytes instead of an HTTP response, then close.
+    Raw(Vec<u8>),
+    /// 200 without Content-Length, then `prefix` and zero bytes for ever
+    /// (until the client goes away or [`MAX_STALL`]).
+    Endless { prefix: Vec<u8> },
+}
+
+/// What a [`Reply::Lying`] does once its body is sent.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    /// Close the connection.
+    Close,
+    /// Keep it open, sending nothing more.
+    Hang,
+}
+
+#[derive(Default)]
+struct State {
+    routes: HashMap<String, Reply>,
+    hits: HashMap<String, usize>,
+    sent: HashMap<String, u64>,
+}
+
+pub struct FaultServer {
+    pub url: String,
+    root: PathBuf,
+    state: Arc<Mutex<State>>,
+    stop: Arc<AtomicBool>,
+    handle: Option<thread::JoinHandle<()>>,
+}
+
+impl FaultServer {
+    /// A server over the shared Alpine mirror.
+    pub fn alpine() -> FaultServer {
+        FaultServer::start(super::mirror_dir())
+    }
+
+    pub fn start(root: PathBuf) -> FaultServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind fault server");
+        listener
+            .set_nonblocking(true)
+            .expect("nonblocking listener");
+        let port = listener.local_addr().expect("local addr").port();
+        let state = Arc::new(Mutex::new(State::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (st, sp, rt) = (state.clone(), stop.clone(), root.clone());
+        let handle = thread::spawn(move || {
+            while !sp.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        let (st, sp, rt) = (st.clone(), sp.clone(), rt.clone());
+                        thread::spawn(move || serve(conn, &rt, &st, &sp));
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        FaultServer {
+            url: format!("http://127.0.0.1:{port}"),
+            root,
+            state,
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    /// Makes `path` (e.g. [`tarball_path`]) answer with `reply` from now on.
+    pub fn route(&self, path: &str, reply: Reply) -> &Self {
+        self.state
+            .lock()
+            .unwrap()
+            .routes
+            .insert(path.to_string(), reply);
+        self
+    }
+
+    /// Requests received for `path` so far.
+    pub fn hits(&self, path: &str) -> usize {
+        *self.state.lock().unwrap().hits.get(path).unwrap_or(&0)
+    }
+
+    /// Body bytes sent for `path` so far (all requests together).
+    pub fn sent(&self, path: &str) -> u64 {
+        *self.state.lock().unwrap().sent.get(path).unwrap_or(&0)
+    }
+
+    /// Every request count, for failure messages.
+    pub fn all_hits(&self) -> Vec<(String, usize)> {
+        let mut v: Vec<_> = self
+            .state
+            .lock()
+            .unwrap()
+            .hits
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// `url` + `path`.
+    pub fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+impl Drop for FaultServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Reads the request head; returns the URL path.
+fn read_request(conn: &mut TcpStream) -> Option<String> {
+    conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = conn.read(&mut buf).ok()?;
+        if n == 0 || head.len() > 64 * 1024 {
+            return None;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&head);
+    let target = text.lines().next()?.split(' ').nth(1)?.to_string();
+    Some(target.split('?').next().unwrap_or("/").to_string())
+}
+
+fn serve(mut conn: TcpStream, root: &Path, state: &Mutex<State>, stop: &AtomicBool) {
+    let _ = conn.set_nonblocking(false);
+    let Some(path) = read_request(&mut conn) else {
+        return;
+    };
+    let reply = {
+        let mut s = state.lock().unwrap();
+        let n = {
+            let h = s.hits.entry(path.clone()).or_insert(0);
+            *h += 1;
+            *h
+        };
+        match s.routes.get(&path).cloned().unwrap_or(Reply::Mirror) {
+            Reply::FailFirst { times, status } if n <= times => Reply::Status(status),
+            Reply::FailFirst { .. } => Reply::Mirror,
+            r => r,
+        }
+    };
+    let count = |n: usize| {
+        *state.lock().unwrap().sent.entry(path.clone()).or_insert(0) += n as u64;
+    };
+    let stalled = |conn: &TcpStream| {
+        let start = Instant::now();
+        while !stop.load(Ordering::SeqCst) && start.elapsed() < MAX_STALL {
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ = conn.shutdown(std::net::Shutdown::Both);
+    };
+    match reply {
+        Reply::Mirror => match resolve(root, &path).and_then(|f| std::fs::read(f).ok()) {
+            Some(body) => send(&mut conn, 200, &body, &count),
+            None => send(&mut conn, 404, b"not found\n", &count),
+        },
+        Reply::Body(code, body) => send(&mut conn, code, &body, &count),
+        Reply::Status(code) | Reply::FailFirst { status: code, .. } => send(
+            &mut conn,
+            code,
+            format!("error {code}\n").as_bytes(),
+            &count,
+        ),
+        Reply::Lying {
+            declared,
+            body,
+            after,
+        } => {
+            let _ = head(&mut conn, 200, &[("Content-Length", declared.to_string())]);
+            if conn.write_all(&body).is_ok() {
+                count(body.len());
+            }
+            let _ = conn.flush();
+            if after == After::Hang {
+                stalled(&conn);
+            }
+        }
+        Reply::Trickle {
+            body,
+            fast,
+            chunk,
+            delay,
+        } => {
+            let _ = head(
+                &mut conn,
+                200,
+                &[("Content-Length", body.len().to_string())],
+            );
+            let start = Instant::now();
+            let mut off = fast.min(body.len());
+            if conn.write_all(&body[..off]).is_err() {
+                return;
+            }
+            count(off);
+            while off < body.len() && !stop.load(Ordering::SeqCst) && start.elapsed() < MAX_STALL {
+                thread::sleep(delay);
+                let end = (off + chunk).min(body.len());
+                if conn.write_all(&body[off..end]).is_err() {
+                    return;
+                }
+                count(end - off);
+                off = end;
+            }
+        }
+        Reply::Hang => stalled(&conn),
+        Reply::Redirect(to) => {
+            let _ = head(
+                &mut conn,
+                302,
+                &[("Location", to), ("Content-Length", "0".into())],
+            );
+        }
+        Reply::Raw(bytes) => {
+            let _ = conn.write_all(&bytes);
+        }
+        Reply::Endless { prefix } => {
+            let _ = head(&mut conn, 200, &[]);
+            if conn.write_all(&prefix).is_err() {
+                return;
+            }
+            count(prefix.len());
+            let zeros = vec![0u8; 64 * 1024];
+            let start = Instant::now();
+            while !stop.load(Ordering::SeqCst) && start.elapsed() < MAX_STALL {
+                if conn.write_all(&zeros).is_err() {
+                    return;
+                }
+                count(zeros.len());
+            }
+        }
+    }
+    let _ = conn.flush();
+}
+
+fn head(conn: &mut TcpStream, code: u16, headers: &[(&str, String)]) -> std::io::Result<()> {
+    let reason = match code {
+        200 => "OK",
+        302 => "Found",
+        404 => "Not Found",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Status",
+    };
+    let mut h = format!("HTTP/1.1 {code} {reason}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        h.push_str(&format!("{k}: {v}\r\n"));
+    }
+    h.push_str("\r\n");
+    conn.write_all(h.as_bytes())
+}
+
+fn send(conn: &mut TcpStream, code: u16, body: &[u8], count: &dyn Fn(usize)) {
+    if head(conn, code, &[("Content-Length", body.len().to_string())]).is_ok()
+        && conn.write_all(body).is_ok()
+    {
+        count(body.len());
+    }
+}
+
+/// Maps a URL path to a file under `root` as [`super::MirrorServer`] does,
+/// following the mirror's `latest-stable` "symlink file".
+fn resolve(root: &Path, url_path: &str) -> Option<PathBuf> {
+    let mut cur = root.to_path_buf();
+    let parts: Vec<&str> = url_path.split('/').filter(|p| !p.is_empty()).collect();
+    for (i, part) in parts.iter().enumerate() {
+        if *part == ".." || *part == "." {
+            return None;
+        }
+        let next = cur.join(part);
+        if i + 1 < parts.len() && next.is_file() {
+            let target = std::fs::read_to_string(&next).ok()?;
+            let target = target.trim();
+            if target.is_empty() || target.contains('/') || !cur.join(target).is_dir() {
+                return None;
+            }
+            cur = cur.join(target);
+        } else {
+            cur = next;
+        }
+    }
+    cur.is_file().then_some(cur)
+}
+
+// ---------------------------------------------------------------------------
+// Store and host checks.
+
+/// Names in a directory, sorted (empty if it does not exist).
+pub fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Files in the store's cache that a later run could take for a download:
+/// everything but the qemu version cache.
+pub fn cached_downloads(home: &Path) -> Vec<String> {
+    names(&home.join("cache"))
+        .into_iter()
+        .filter(|n| n != "qemu-versions.tsv")
+        .collect()
+}
+
+/// The store holds no rootfs, no staging leftovers and no download (a
+/// failed fetch must leave it exactly like this).
+#[track_caller]
+pub fn assert_nothing_installed(home: &Path, context: &str) {
+    assert_eq!(
+        names(&home.join("rootfs")),
+        Vec::<String>::new(),
+        "{context}: a rootfs was installed"
+    );
+    assert_eq!(
+        names(&home.join("tmp")),
+        Vec::<String>::new(),
+        "{context}: staging left in $XROOT_HOME/tmp"
+    );
+    assert_eq!(
+        cached_downloads(home),
+        Vec::<String>::new(),
+        "{context}: a partial or unverified download left in $XROOT_HOME/cache"
+    );
+}
+
+/// Every installed rootfs is complete: it has its manifest (written last,
+/// inside the staging dir, before the atomic rename) and its shell.
+#[track_caller]
+pub fn assert_only_complete_rootfs(home: &Path) {
+    for n in names(&home.join("rootfs")) {
+        let dir = home.join("rootfs").join(&n);
+        assert!(
+            dir.join("manifest.toml").is_file() && dir.join("root/bin/busybox").is_file(),
+            "half-made rootfs visible: {}",
+            dir.display()
+        );
+    }
+}
+
+/// A listing of a host tree (path, type+mode, size, mtime, content hash for
+/// small files), for before/after comparisons. Never follows symlinks.
+pub fn snapshot(root: &Path) -> Vec<String> {
+    fn walk(p: &Path, out: &mut Vec<String>) {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(m) = std::fs::symlink_metadata(p) else {
+            return;
+        };
+        let extra = if m.file_type().is_symlink() {
+            std::fs::read_link(p)
+                .map(|t| t.display().to_string())
+                .unwrap_or_default()
+        } else if m.is_file() && m.len() <= 1 << 20 {
+            let data = std::fs::read(p).unwrap_or_default();
+            format!("{:x}", fnv(&data))
+        } else {
+            String::new()
+        };
+        out.push(format!(
+            "{} {:o} {} {} {} {extra}",
+            p.display(),
+            m.mode(),
+            m.len(),
+            m.mtime(),
+            m.nlink()
+        ));
+        if m.is_dir() {
+            let mut kids: Vec<_> = std::fs::read_dir(p)
+                .map(|rd| rd.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default();
+            kids.sort();
+            for k in kids {
+                walk(&k, out);
+            }
+        }
+    }
+    let mut v = Vec::new();
+    walk(root, &mut v);
+    v
+}
+
+fn fnv(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ *b as u64).wrapping_mul(0x100000001b3)
+    })
+}
+
+/// Sends SIGKILL to a child process.
+pub fn sigkill(child: &std::process::Child) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+}
+
+/// Polls `cond` every 10 ms until it holds or `limit` passes.
+pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    cond()
+}

@@ -60,6 +60,7 @@ pub fn run(ctx: &Ctx, arch: Option<String>, g: GuestArgs, cmd: Vec<String>) -> R
     {
         binds.push(parse_bind(spec_str, ro)?);
     }
+    let workdir_is_default = g.workdir.is_none() && workdir.is_none();
     let workdir = match g.workdir {
         Some(w) if w.is_absolute() => w,
         Some(w) => {
@@ -122,6 +123,29 @@ pub fn run(ctx: &Ctx, arch: Option<String>, g: GuestArgs, cmd: Vec<String>) -> R
         env.push(kv.clone());
     }
 
+    let user = g
+        .user
+        .as_deref()
+        .map(|u| {
+            sandbox::user::parse(u)
+                .map_err(|e| hinted(e, "write --user NAME, --user UID or --user UID:GID"))
+        })
+        .transpose()?;
+    if g.create_user && !matches!(user, Some(sandbox::user::Wanted::Name(_))) {
+        return Err(hinted(
+            "--create-user needs --user NAME",
+            "give the name of the user to create",
+        ));
+    }
+    // --ephemeral mounts its throwaway layer on an empty directory of the
+    // store, inside the guest's own mount namespace only.
+    let ephemeral = if g.ephemeral {
+        let mnt = ctx.store.home.join("mnt");
+        fs::create_dir_all(&mnt).with_context(|| format!("creating {}", mnt.display()))?;
+        Some(mnt)
+    } else {
+        None
+    };
     let cfg = sandbox::Config {
         rootfs: rootfs.clone(),
         hostname: g.hostname.unwrap_or_else(|| format!("xroot-{}", spec.name)),
@@ -134,6 +158,10 @@ pub fn run(ctx: &Ctx, arch: Option<String>, g: GuestArgs, cmd: Vec<String>) -> R
         personality32: prepared.personality32,
         map_tty_gid: idmap.maps_gid(5),
         idmap,
+        ephemeral,
+        user,
+        create_user: g.create_user,
+        workdir_is_default,
     };
     let result = sandbox::run(&cfg);
     drop(lock);

@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{fork, ForkResult, Pid};
+use nix::unistd::{fork, ForkResult, Gid, Pid, Uid};
 
-use super::Config;
+use super::{user, Config};
 
 static CHILD: AtomicI32 = AtomicI32::new(0);
 
@@ -100,16 +100,34 @@ fn exec_command(cfg: &Config) -> ! {
         // SAFETY: personality(2) has no memory effects.
         unsafe { libc::personality(0x0008) };
     }
-    if let Err(e) = nix::unistd::chdir(&cfg.workdir) {
+    let mut env = cfg.env.clone();
+    let mut workdir = cfg.workdir.clone();
+    if let Some(wanted) = &cfg.user {
+        let u = switch_user(wanted, cfg.create_user);
+        env.retain(|e| {
+            !["HOME=", "USER=", "LOGNAME="]
+                .iter()
+                .any(|k| e.as_bytes().starts_with(k.as_bytes()))
+        });
+        for (k, v) in [("HOME", &u.home), ("USER", &u.name), ("LOGNAME", &u.name)] {
+            if let Ok(c) = CString::new(format!("{k}={v}")) {
+                env.push(c);
+            }
+        }
+        if cfg.workdir_is_default {
+            workdir = PathBuf::from(&u.home);
+        }
+    }
+    if let Err(e) = nix::unistd::chdir(&workdir) {
         die(
             125,
             &format!(
                 "cannot enter working directory {} in the guest: {e}",
-                cfg.workdir.display()
+                workdir.display()
             ),
         );
     }
-    let prog = match resolve(&cfg.argv[0], &cfg.env) {
+    let prog = match resolve(&cfg.argv[0], &env) {
         Some(p) => p,
         None => die(
             127,
@@ -122,7 +140,7 @@ fn exec_command(cfg: &Config) -> ! {
     let Ok(cprog) = CString::new(prog.as_os_str().as_bytes()) else {
         die(127, "command path contains NUL")
     };
-    let e = nix::unistd::execve(&cprog, &cfg.argv, &cfg.env).unwrap_err();
+    let e = nix::unistd::execve(&cprog, &cfg.argv, &env).unwrap_err();
     let code = if e == nix::errno::Errno::ENOENT {
         127
     } else {
@@ -134,6 +152,67 @@ fn exec_command(cfg: &Config) -> ! {
         ""
     };
     die(code, &format!("cannot run {}: {e}{extra}", prog.display()))
+}
+
+/// Becomes the `--user` (creating it first with `--create-user`), or exits.
+fn switch_user(wanted: &user::Wanted, create: bool) -> user::Resolved {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let mut found = user::resolve(wanted, &read("/etc/passwd"), &read("/etc/group"));
+    if found.is_none() && create {
+        if let user::Wanted::Name(name) = wanted {
+            add_user(name);
+            found = user::resolve(wanted, &read("/etc/passwd"), &read("/etc/group"));
+        }
+    }
+    let Some(u) = found else {
+        die(
+            125,
+            &format!(
+                "no user '{wanted}' in the guest's /etc/passwd (add --create-user to create it)"
+            ),
+        );
+    };
+    let gids: Vec<Gid> = u.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+    // setgroups is denied in a user namespace that maps only root; then
+    // the command keeps no supplementary groups, which is all it could have.
+    let _ = nix::unistd::setgroups(&gids);
+    let unmapped = |e| {
+        die(
+            125,
+            &format!("cannot become uid {} gid {} in the guest: {e}; only ids in the user namespace's map exist (see `xroot doctor`: subordinate ids)", u.uid, u.gid),
+        )
+    };
+    let (g, uu) = (Gid::from_raw(u.gid), Uid::from_raw(u.uid));
+    nix::unistd::setresgid(g, g, g).unwrap_or_else(unmapped);
+    nix::unistd::setresuid(uu, uu, uu).unwrap_or_else(unmapped);
+    // Changing credentials clears the parent-death signal: set it again.
+    // SAFETY: plain prctl.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    u
+}
+
+/// Runs the guest's own `adduser -D NAME` (busybox/Alpine; `useradd -m`
+/// elsewhere) and waits for it.
+fn add_user(name: &str) {
+    let status = std::process::Command::new("/bin/sh")
+        .args([
+            "-c",
+            "adduser -D \"$1\" 2>/dev/null || useradd -m \"$1\"",
+            "sh",
+            name,
+        ])
+        .env_clear()
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .status();
+    if !status.is_ok_and(|s| s.success()) {
+        die(
+            125,
+            &format!("creating user {name} in the guest failed (adduser -D / useradd -m)"),
+        );
+    }
 }
 
 /// execvp's search, but over the guest's PATH from `env`, not ours.

@@ -18,6 +18,7 @@
 
 mod init;
 mod mounts;
+pub mod user;
 
 use std::ffi::CString;
 use std::path::PathBuf;
@@ -57,6 +58,14 @@ pub struct Config {
     pub idmap: IdMap,
     /// Whether gid 5 (tty) exists inside, for devpts's gid= option.
     pub map_tty_gid: bool,
+    /// --ephemeral: an empty host directory to mount the throwaway layer on.
+    pub ephemeral: Option<PathBuf>,
+    /// --user: run the command as this guest user.
+    pub user: Option<user::Wanted>,
+    /// --create-user: add the --user NAME to the guest first if missing.
+    pub create_user: bool,
+    /// The working directory was not asked for: use the --user's home.
+    pub workdir_is_default: bool,
 }
 
 /// Runs the guest and returns its exit status (128+N if killed by signal N).

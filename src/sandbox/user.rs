@@ -1,0 +1,184 @@
+//! `--user`: which guest user runs the command. Parsing `/etc/passwd` and
+//! `/etc/group` of the guest is pure and unit-tested here; switching ids
+//! happens in `init`.
+
+/// What the user asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wanted {
+    Name(String),
+    Id { uid: u32, gid: Option<u32> },
+}
+
+impl std::fmt::Display for Wanted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Wanted::Name(n) => f.write_str(n),
+            Wanted::Id { uid, gid: None } => write!(f, "{uid}"),
+            Wanted::Id { uid, gid: Some(g) } => write!(f, "{uid}:{g}"),
+        }
+    }
+}
+
+/// `NAME`, `UID` or `UID:GID`.
+pub fn parse(arg: &str) -> Result<Wanted, String> {
+    let (u, g) = match arg.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (arg, None),
+    };
+    if let Ok(uid) = u.parse::<u32>() {
+        let gid = match g {
+            Some(g) => Some(
+                g.parse::<u32>()
+                    .map_err(|_| format!("--user {arg}: GID {g:?} is not a number"))?,
+            ),
+            None => None,
+        };
+        return Ok(Wanted::Id { uid, gid });
+    }
+    if g.is_some() {
+        return Err(format!("--user {arg}: use NAME, UID or UID:GID"));
+    }
+    if u.is_empty()
+        || !u
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        || u.starts_with('-')
+    {
+        return Err(format!("--user {arg:?} is not a valid user name"));
+    }
+    Ok(Wanted::Name(u.to_string()))
+}
+
+/// The ids and home the command runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: String,
+    pub groups: Vec<u32>,
+}
+
+/// Resolves against the guest's passwd and group files. A numeric id
+/// need not exist (as with `docker run --user 1234`): then name is the
+/// number and home is `/`.
+pub fn resolve(w: &Wanted, passwd: &str, group: &str) -> Option<Resolved> {
+    let entries = passwd.lines().filter_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() >= 7).then(|| {
+            (
+                f[0],
+                f[2].parse::<u32>().ok(),
+                f[3].parse::<u32>().ok(),
+                f[5],
+            )
+        })
+    });
+    let mut found = None;
+    for (name, uid, gid, home) in entries {
+        let (Some(uid), Some(gid)) = (uid, gid) else {
+            continue;
+        };
+        let hit = match w {
+            Wanted::Name(n) => n == name,
+            Wanted::Id { uid: u, .. } => *u == uid,
+        };
+        if hit {
+            found = Some(Resolved {
+                name: name.into(),
+                uid,
+                gid,
+                home: home.into(),
+                groups: Vec::new(),
+            });
+            break;
+        }
+    }
+    let mut r = match (found, w) {
+        (Some(r), _) => r,
+        (None, Wanted::Id { uid, gid }) => Resolved {
+            name: uid.to_string(),
+            uid: *uid,
+            gid: gid.unwrap_or(*uid),
+            home: "/".into(),
+            groups: Vec::new(),
+        },
+        (None, Wanted::Name(_)) => return None,
+    };
+    if let Wanted::Id { gid: Some(g), .. } = w {
+        r.gid = *g;
+    }
+    r.groups = group
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            let gid = f.get(2)?.parse::<u32>().ok()?;
+            f.get(3)?.split(',').any(|m| m == r.name).then_some(gid)
+        })
+        .filter(|g| *g != r.gid)
+        .collect();
+    r.groups.insert(0, r.gid);
+    Some(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nbin:x:1:1:bin:/bin:/sbin/nologin\nalice:x:1000:1000:Alice:/home/alice:/bin/sh\n";
+    const GROUP: &str = "root:x:0:root\nwheel:x:10:root,alice\nalice:x:1000:\naudio:x:18:alice\n";
+
+    #[test]
+    fn parses_arguments() {
+        assert_eq!(parse("alice"), Ok(Wanted::Name("alice".into())));
+        assert_eq!(
+            parse("1000"),
+            Ok(Wanted::Id {
+                uid: 1000,
+                gid: None
+            })
+        );
+        assert_eq!(
+            parse("1000:18"),
+            Ok(Wanted::Id {
+                uid: 1000,
+                gid: Some(18)
+            })
+        );
+        assert!(parse("alice:x").is_err());
+        assert!(parse("1000:x").is_err());
+        assert!(parse("-rf").is_err());
+        assert!(parse("a/b").is_err());
+    }
+
+    #[test]
+    fn resolves_names_ids_and_groups() {
+        let r = resolve(&Wanted::Name("alice".into()), PASSWD, GROUP).unwrap();
+        assert_eq!((r.uid, r.gid, r.home.as_str()), (1000, 1000, "/home/alice"));
+        assert_eq!(r.groups, vec![1000, 10, 18]);
+        let r = resolve(
+            &Wanted::Id {
+                uid: 1000,
+                gid: Some(18),
+            },
+            PASSWD,
+            GROUP,
+        )
+        .unwrap();
+        assert_eq!((r.name.as_str(), r.gid), ("alice", 18));
+        let r = resolve(
+            &Wanted::Id {
+                uid: 4242,
+                gid: None,
+            },
+            PASSWD,
+            GROUP,
+        )
+        .unwrap();
+        assert_eq!(
+            (r.name.as_str(), r.uid, r.gid, r.home.as_str()),
+            ("4242", 4242, 4242, "/")
+        );
+        assert!(resolve(&Wanted::Name("bob".into()), PASSWD, GROUP).is_none());
+    }
+}

@@ -23,6 +23,7 @@ mod userns;
 use clap::Parser;
 
 fn main() {
+    ui::trace("start");
     let cli = cli::Cli::parse();
     let ui = ui::Ui::new(cli.quiet);
     match commands::dispatch(cli.command, ui) {

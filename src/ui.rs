@@ -79,3 +79,23 @@ impl Drop for Bar {
         self.finish();
     }
 }
+
+/// `XROOT_TRACE=1`: print how long each phase of a command took (µs since
+/// xroot started), to see where launch time goes without a profiler.
+pub fn trace(phase: &str) {
+    use std::sync::OnceLock;
+    use std::time::Instant;
+    static START: OnceLock<Option<Instant>> = OnceLock::new();
+    let start = START.get_or_init(|| {
+        std::env::var_os("XROOT_TRACE")
+            .filter(|v| v != "0")
+            .map(|_| Instant::now())
+    });
+    if let Some(t) = start {
+        eprintln!(
+            "xroot: trace: {:>7} µs  [{}] {phase}",
+            t.elapsed().as_micros(),
+            std::process::id()
+        );
+    }
+}

@@ -31,6 +31,7 @@ pub fn run(ctx: &Ctx, arch: Option<String>, g: GuestArgs, cmd: Vec<String>) -> R
     let (spec, rootfs, lock_name) = target(ctx, arch.as_deref(), &g, &cmd[0])?;
     // Shared lock: `xroot rm` of this rootfs waits for us to finish.
     let lock = ctx.store.lock_named(&lock_name, false, true)?;
+    crate::ui::trace("rootfs resolved and checked");
     let prepared = super::binfmt::prepare(ctx, spec, g.binfmt.binfmt, g.binfmt.qemu.as_deref())?;
     let idmap = IdMap::for_caller();
 
@@ -163,9 +164,12 @@ pub fn run(ctx: &Ctx, arch: Option<String>, g: GuestArgs, cmd: Vec<String>) -> R
         create_user: g.create_user,
         workdir_is_default,
     };
+    crate::ui::trace("configured");
     let result = sandbox::run(&cfg);
+    crate::ui::trace("guest exited");
     drop(lock);
     created.cleanup(ctx, &lock_name);
+    crate::ui::trace("cleaned up");
     result
 }
 

@@ -140,6 +140,7 @@ fn exec_command(cfg: &Config) -> ! {
     let Ok(cprog) = CString::new(prog.as_os_str().as_bytes()) else {
         die(127, "command path contains NUL")
     };
+    crate::ui::trace("exec");
     let e = nix::unistd::execve(&cprog, &cfg.argv, &env).unwrap_err();
     let code = if e == nix::errno::Errno::ENOENT {
         127

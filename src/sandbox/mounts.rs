@@ -38,6 +38,7 @@ pub fn setup(cfg: &Config) -> Result<()> {
         Some(mnt) => overlay(&cfg.rootfs, mnt)?,
     };
 
+    crate::ui::trace("root mounted");
     // 3. A /proc of the guest's own PID namespace (mounted by its PID 1).
     let proc = root.join("proc");
     mount(
@@ -74,6 +75,7 @@ pub fn setup(cfg: &Config) -> Result<()> {
         }
     }
 
+    crate::ui::trace("proc and binfmt_misc ready");
     // 5. Guest root is (for a root caller) the host's uid 0 to the kernel's
     //    permission checks, so the non-namespaced parts of /proc are made
     //    read-only: /proc/sys (host sysctls, and the binfmt_misc instance
@@ -122,6 +124,7 @@ pub fn setup(cfg: &Config) -> Result<()> {
         }
     }
 
+    crate::ui::trace("mounts done");
     // 10. Hostname of the guest's own UTS namespace.
     nix::unistd::sethostname(&cfg.hostname)
         .with_context(|| format!("setting hostname {}", cfg.hostname))?;
@@ -132,6 +135,7 @@ pub fn setup(cfg: &Config) -> Result<()> {
     nix::unistd::pivot_root(".", ".").context("pivot_root")?;
     umount2(".", MntFlags::MNT_DETACH).context("detaching the old root")?;
     nix::unistd::chdir("/").context("chdir /")?;
+    crate::ui::trace("pivoted, old root detached");
     Ok(())
 }
 

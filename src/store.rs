@@ -100,6 +100,10 @@ pub struct Manifest {
     /// `owners.tsv` next to this manifest.
     #[serde(default)]
     pub owners_recorded: bool,
+    /// Packages added with `fetch --packages` (empty after `reset`, which
+    /// goes back to the release as published).
+    #[serde(default)]
+    pub packages: Vec<String>,
 }
 
 /// An installed rootfs.

@@ -1,14 +1,31 @@
-//! `xroot fetch`.
+//! `xroot fetch`, including `--packages`: `apk add` run inside the
+//! unpacked staging tree, before it is committed.
 
-use anyhow::Result;
+use std::ffi::CString;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
 
 use super::Ctx;
-use crate::cli::{FetchArgs, SourceArgs};
+use crate::cli::{BinfmtArgs, FetchArgs, SourceArgs};
 use crate::error::hinted;
 use crate::extract::Limits;
 use crate::fetch::{self, Request};
+use crate::sandbox;
 use crate::specs::Spec;
-use crate::store::{Installed, RootfsId};
+use crate::store::{Installed, Manifest, RootfsId};
+use crate::ui::Ui;
+use crate::userns::IdMap;
+
+/// Replaces the tree's `/etc/apk/repositories` for `--packages`
+/// (newline- or comma-separated URLs or guest paths).
+pub const ENV_APK_REPOSITORIES: &str = "XROOT_APK_REPOSITORIES";
+/// `1`: pass `--allow-untrusted` to apk. For tests and local, unsigned
+/// repositories only: it turns off apk's signature checks.
+pub const ENV_APK_ALLOW_UNTRUSTED: &str = "XROOT_APK_ALLOW_UNTRUSTED";
 
 /// `xroot fetch ARCH...`: several arches download in parallel, one thread
 /// each (network-bound; extraction of one overlaps the download of others).
@@ -47,6 +64,7 @@ pub fn fetch_all(ctx: &Ctx, a: FetchArgs) -> Result<()> {
         req.force = a.force;
         req.from = a.from.as_deref().map(absolutize);
         req.sha256 = a.sha256.clone();
+        req.packages = packages(&a.packages)?;
         jobs.push((spec, req));
     }
     let ui = if jobs.len() > 1 {
@@ -57,21 +75,35 @@ pub fn fetch_all(ctx: &Ctx, a: FetchArgs) -> Result<()> {
     } else {
         ctx.ui
     };
-    let results: Vec<Result<Installed>> = std::thread::scope(|s| {
-        let handles: Vec<_> = jobs
-            .iter()
-            .map(|(spec, req)| {
-                s.spawn(move || fetch::fetch(&ctx.store, &ctx.catalog, spec, req, ui))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a fetch thread panicked")))
-            })
-            .collect()
-    });
+    let binfmt = &a.binfmt;
+    let one = |spec: &Spec, req: &Request| {
+        let h = |root: &Path, m: &Manifest| apk_add(ctx, spec, binfmt, root, m, ui);
+        let h: Option<fetch::PostExtract> = if req.packages.is_empty() {
+            None
+        } else {
+            Some(&h)
+        };
+        fetch::fetch(&ctx.store, &ctx.catalog, spec, req, ui, h)
+    };
+    let results: Vec<Result<Installed>> = if a.packages.is_empty() {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = jobs
+                .iter()
+                .map(|(spec, req)| s.spawn(move || one(spec, req)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("a fetch thread panicked")))
+                })
+                .collect()
+        })
+    } else {
+        // One at a time: `apk add` runs in a sandbox, whose clone(2) is only
+        // safe in a single-threaded process (see `userns::spawn`).
+        jobs.iter().map(|(spec, req)| one(spec, req)).collect()
+    };
     let mut errors = Vec::new();
     for ((spec, req), r) in jobs.iter().zip(results) {
         match r {
@@ -101,6 +133,8 @@ pub fn request(id: RootfsId, s: &SourceArgs) -> Result<Request> {
         sha256: None,
         force: false,
         limits: limits(s.max_size)?,
+        packages: Vec::new(),
+        record_as: None,
     })
 }
 
@@ -151,5 +185,211 @@ pub fn ensure(ctx: &Ctx, spec: &Spec, id: &RootfsId, s: &SourceArgs) -> Result<I
         spec,
         &request(id.clone(), s)?,
         ctx.ui,
+        None,
     )
+}
+
+/// Checks `--packages` names: each becomes one argument of `apk add`, so
+/// it must be a single word that apk cannot take for an option.
+fn packages(list: &[String]) -> Result<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    for p in list.iter().map(|p| p.trim()).filter(|p| !p.is_empty()) {
+        if p.starts_with('-') || p.chars().any(|c| c.is_whitespace() || c == '\0') {
+            return Err(hinted(
+                format!("--packages: {p:?} is not a package name"),
+                "list Alpine package names separated by commas, e.g. --packages gcc,musl-dev",
+            ));
+        }
+        if !out.iter().any(|o| o == p) {
+            out.push(p.to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// The [`fetch::PostExtract`] hook of `--packages`: points apk at the
+/// right repositories, then runs `apk add` in the staging tree through the
+/// sandbox, as a guest of its own. A non-zero exit fails the fetch, which
+/// then discards the staging tree.
+fn apk_add(
+    ctx: &Ctx,
+    spec: &Spec,
+    b: &BinfmtArgs,
+    root: &Path,
+    m: &Manifest,
+    ui: Ui,
+) -> Result<()> {
+    let id = RootfsId {
+        arch: m.arch.clone(),
+        name: m.name.clone(),
+    };
+    let list = m.packages.join(", ");
+    if !["sbin/apk", "usr/sbin/apk", "bin/apk", "usr/bin/apk"]
+        .iter()
+        .any(|p| fs::symlink_metadata(root.join(p)).is_ok())
+    {
+        return Err(hinted(
+            format!("cannot add {list} to {id}: the rootfs has no apk"),
+            "--packages needs an Alpine rootfs; install packages with the tree's own package manager via `xroot run`",
+        ));
+    }
+    if let Some(text) = repositories(m)? {
+        write_repositories(root, &text)?;
+    }
+    let prepared = super::binfmt::prepare(ctx, spec, b.binfmt, b.qemu.as_deref())?;
+    // apk's progress goes to stdout; `exec ... >&2` keeps stdout for the
+    // user's own use (xroot fetch prints nothing there).
+    let mut argv: Vec<String> = ["/bin/sh", "-c", "exec \"$@\" >&2", "sh", "apk", "add"]
+        .map(String::from)
+        .to_vec();
+    argv.push("--no-progress".into());
+    if ui.quiet {
+        argv.push("--quiet".into());
+    }
+    if std::env::var(ENV_APK_ALLOW_UNTRUSTED).is_ok_and(|v| v == "1") {
+        argv.push("--allow-untrusted".into());
+    }
+    argv.extend(m.packages.iter().cloned());
+    let env = [
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "HOME=/root",
+        "USER=root",
+        "LOGNAME=root",
+        "LANG=C.UTF-8",
+    ];
+    let idmap = IdMap::for_caller();
+    let cfg = sandbox::Config {
+        rootfs: root.to_path_buf(),
+        hostname: format!("xroot-{}", spec.name),
+        argv: cstrings(argv.iter().map(String::as_str))?,
+        env: cstrings(env.into_iter())?,
+        workdir: PathBuf::from("/"),
+        binds: Vec::new(),
+        // apk needs DNS to reach a mirror by name.
+        resolv_conf: fs::canonicalize("/etc/resolv.conf")
+            .ok()
+            .filter(|p| p.is_file()),
+        binfmt: prepared.registrations,
+        personality32: prepared.personality32,
+        map_tty_gid: idmap.maps_gid(5),
+        idmap,
+        ephemeral: None,
+        user: None,
+        create_user: false,
+        workdir_is_default: false,
+    };
+    ui.info(format!("adding {list} to {id} (apk add)"));
+    let status = with_signals_restored(|| sandbox::run(&cfg))
+        .with_context(|| format!("running apk add in {}", root.display()))?;
+    if status != 0 {
+        return Err(hinted(
+            format!("apk add {list} failed in {id} with exit status {status}; nothing was installed"),
+            format!(
+                "check the package names and that the repositories are reachable (see apk's messages above); \
+                 {ENV_APK_REPOSITORIES}=URL,... picks other repositories"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// What `/etc/apk/repositories` should say for `--packages`:
+/// `$XROOT_APK_REPOSITORIES` if set, else the mirror the rootfs came from
+/// (its `main` and `community` of the release branch), else nothing to
+/// change (a tarball from elsewhere keeps its own file).
+fn repositories(m: &Manifest) -> Result<Option<String>> {
+    if let Some(v) = std::env::var_os(ENV_APK_REPOSITORIES).filter(|v| !v.is_empty()) {
+        let v = v.to_str().ok_or_else(|| {
+            hinted(
+                format!("{ENV_APK_REPOSITORIES} is not valid UTF-8"),
+                "give repository URLs or guest paths, separated by commas or newlines",
+            )
+        })?;
+        let repos: Vec<&str> = v
+            .split([',', '\n'])
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .collect();
+        return Ok(Some(repos.iter().map(|r| format!("{r}\n")).collect()));
+    }
+    if m.mirror.is_empty() || m.branch.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "{0}/{1}/main\n{0}/{1}/community\n",
+        m.mirror, m.branch
+    )))
+}
+
+/// Writes `etc/apk/repositories` in an unpacked, not yet trusted tree:
+/// never through a symlink the archive may have planted (it could point
+/// anywhere on the host), by writing a new file and renaming it over.
+fn write_repositories(root: &Path, text: &str) -> Result<()> {
+    let mut dir = root.to_path_buf();
+    for part in ["etc", "apk"] {
+        dir.push(part);
+        match fs::symlink_metadata(&dir) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                return Err(hinted(
+                    format!("{} is not a directory", dir.display()),
+                    "the rootfs is unusual; set up /etc/apk/repositories yourself and run apk with `xroot run`",
+                ))
+            }
+            Err(_) => {
+                fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?
+            }
+        }
+    }
+    let tmp = dir.join(".repositories.xroot");
+    let dest = dir.join("repositories");
+    let _ = fs::remove_file(&tmp);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    drop(f);
+    fs::rename(&tmp, &dest).with_context(|| format!("replacing {}", dest.display()))
+}
+
+/// Runs `f` (a sandbox run), then puts back the dispositions of the signals
+/// the sandbox forwards to its guest: once the guest is gone, a SIGTERM or
+/// SIGINT must stop this fetch again, not go to a pid that no longer exists.
+fn with_signals_restored<T>(f: impl FnOnce() -> T) -> T {
+    const SIGNALS: [libc::c_int; 8] = [
+        libc::SIGTERM,
+        libc::SIGHUP,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+        libc::SIGINT,
+        libc::SIGQUIT,
+        libc::SIGWINCH,
+        libc::SIGCONT,
+    ];
+    // SAFETY: sigaction with a null new action only reads the current one
+    // into a zeroed struct we own.
+    let saved: Vec<(libc::c_int, libc::sigaction)> = SIGNALS
+        .iter()
+        .map(|&s| unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            libc::sigaction(s, std::ptr::null(), &mut old);
+            (s, old)
+        })
+        .collect();
+    let r = f();
+    for (s, old) in &saved {
+        // SAFETY: restores an action previously returned by the kernel.
+        unsafe { libc::sigaction(*s, old, std::ptr::null_mut()) };
+    }
+    r
+}
+
+fn cstrings<'a>(it: impl Iterator<Item = &'a str>) -> Result<Vec<CString>> {
+    it.map(|s| CString::new(s).with_context(|| format!("argument {s:?} contains a NUL byte")))
+        .collect()
 }

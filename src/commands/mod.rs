@@ -2,9 +2,12 @@
 //! call the lower layers and print results.
 
 mod binfmt;
+mod completions;
 mod doctor;
+mod export;
 mod fetch;
 mod list;
+mod reset;
 mod rm;
 mod run;
 
@@ -37,11 +40,9 @@ pub fn dispatch(cmd: Command, ui: Ui) -> Result<i32> {
         Command::Rm { targets } => rm::rm(&ctx, &targets).map(|_| 0),
         Command::Binfmt(b) => binfmt::command(&ctx, b),
         Command::Doctor { json } => doctor::doctor(&ctx, json),
-        Command::Reset { .. }
-        | Command::Export { .. }
-        | Command::Completions { .. }
-        | Command::Man { .. } => {
-            anyhow::bail!("not implemented yet")
-        }
+        Command::Reset { target } => reset::reset(&ctx, &target).map(|_| 0),
+        Command::Export { target, file } => export::export(&ctx, &target, &file).map(|_| 0),
+        Command::Completions { shell } => completions::completions(shell).map(|_| 0),
+        Command::Man { dir } => completions::man(&ctx, &dir).map(|_| 0),
     }
 }

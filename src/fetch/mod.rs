@@ -40,7 +40,30 @@ pub struct Request {
     pub sha256: Option<String>,
     pub force: bool,
     pub limits: extract::Limits,
+    /// Alpine packages to add before the commit (by the caller's
+    /// [`PostExtract`] hook, which knows how to run the guest's `apk`);
+    /// recorded in the manifest.
+    pub packages: Vec<String>,
+    /// Recorded as the tree's origin instead of where it is read from:
+    /// `reset` reinstalls from the cached tarball but the rootfs still
+    /// comes from the release it was first fetched from.
+    pub record_as: Option<Origin>,
 }
+
+/// Where a rootfs comes from, as recorded in its manifest.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    pub branch: String,
+    pub version: String,
+    pub source: String,
+    pub mirror: String,
+}
+
+/// Runs on a verified, unpacked staging tree (its `root/`) just before the
+/// commit, given the manifest about to be recorded. An error discards the
+/// whole staging tree, so the store never holds a half-configured rootfs.
+/// `Sync`: several arches are fetched in parallel threads.
+pub type PostExtract<'a> = &'a (dyn Fn(&Path, &Manifest) -> Result<()> + Sync);
 
 /// A resolved download.
 #[derive(Debug, Clone)]
@@ -63,17 +86,20 @@ pub fn mirror_from(arg: Option<&str>) -> String {
         .to_string()
 }
 
-/// Installs the rootfs for `req` unless it is already there.
+/// Installs the rootfs for `req` unless it is already there. `hook` runs
+/// on the unpacked tree before it is committed (see [`PostExtract`]).
 pub fn fetch(
     store: &Store,
     catalog: &Catalog,
     spec: &Spec,
     req: &Request,
     ui: Ui,
+    hook: Option<PostExtract>,
 ) -> Result<Installed> {
     // Fast path: already installed, no lock needed to see it.
     if !req.force {
         if let Some(i) = store.get(&req.id)? {
+            has_packages(&i, &req.packages)?;
             ui.info(format!(
                 "{} is already installed ({}); use --force to fetch again",
                 req.id,
@@ -83,10 +109,14 @@ pub fn fetch(
         }
     }
     store.create()?;
-    let _lock = store.lock(&req.id, true, true)?;
+    // Waiting for the lock always ends with it held.
+    let lock = store
+        .lock(&req.id, true, true)?
+        .with_context(|| format!("locking {}", req.id))?;
     // Another process may have installed it while we waited for the lock.
     if !req.force {
         if let Some(i) = store.get(&req.id)? {
+            has_packages(&i, &req.packages)?;
             ui.info(format!(
                 "{} was installed meanwhile by another xroot",
                 req.id
@@ -94,15 +124,62 @@ pub fn fetch(
             return Ok(i);
         }
     }
+    install_locked(store, &lock, catalog, spec, req, ui, hook)
+}
+
+/// Resolves, downloads (or reads), verifies and unpacks `req` and commits
+/// it, replacing any installed tree. The caller holds the id's exclusive
+/// lock (`_held`): `reset` takes it without waiting, `fetch` waits for it.
+pub fn install_locked(
+    store: &Store,
+    _held: &store::Lock,
+    catalog: &Catalog,
+    spec: &Spec,
+    req: &Request,
+    ui: Ui,
+    hook: Option<PostExtract>,
+) -> Result<Installed> {
+    if !req.packages.is_empty() && hook.is_none() {
+        bail!("internal error: packages requested without a way to install them");
+    }
     let transport = transport::Transport::new(transport::Config::from_env());
     let plan = resolve(&transport, spec, req, ui)?;
     let staging = store.staging(&req.id)?;
-    let result = install(store, catalog, spec, req, &plan, &transport, &staging, ui);
+    let result = install(
+        store, catalog, spec, req, &plan, &transport, &staging, ui, hook,
+    );
     if result.is_err() {
         // Nothing half-done: the staging tree goes; the store is as before.
         let _ = store::remove_tree(&staging);
     }
     result
+}
+
+/// An installed rootfs satisfies a request for packages only if it has
+/// them: silently skipping `--packages` would leave the user without them.
+fn has_packages(i: &Installed, packages: &[String]) -> Result<()> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .filter(|p| !i.manifest.packages.contains(p))
+        .map(String::as_str)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(hinted(
+        format!(
+            "{} is already installed, without {}",
+            i.id,
+            missing.join(", ")
+        ),
+        format!(
+            "reinstall it with them: xroot fetch {} --force --packages {} (or add them in place: xroot run {} -- apk add {})",
+            i.id,
+            packages.join(","),
+            i.id,
+            missing.join(" ")
+        ),
+    ))
 }
 
 fn describe(m: &Manifest) -> String {
@@ -227,6 +304,7 @@ fn install(
     t: &transport::Transport,
     staging: &Path,
     ui: Ui,
+    hook: Option<PostExtract>,
 ) -> Result<Installed> {
     let root = staging.join("root");
     fs::create_dir(&root).with_context(|| format!("creating {}", root.display()))?;
@@ -245,7 +323,11 @@ fn install(
         .open(&cache_part)
         .ok();
 
-    ui.info(format!("downloading {}", plan.url));
+    if transport::local_path(&plan.url).is_some() {
+        ui.info(format!("reading {}", plan.url));
+    } else {
+        ui.info(format!("downloading {}", plan.url));
+    }
     let body = t.get(&plan.url)?;
     let bar = ui.bar(body.len, "fetch");
     // A body may not run past its declared size by much; an undeclared one
@@ -364,18 +446,28 @@ fn install(
     if !kept {
         cleanup();
     }
+    let origin = req.record_as.clone().unwrap_or_else(|| Origin {
+        branch: plan.branch.clone(),
+        version: plan.version.clone(),
+        source: plan.url.clone(),
+        mirror: plan.mirror.clone(),
+    });
     let manifest = Manifest {
         arch: spec.name.clone(),
         name: req.id.name.clone(),
-        branch: plan.branch.clone(),
-        version: plan.version.clone(),
+        branch: origin.branch,
+        version: origin.version,
         sha256,
-        source: plan.url.clone(),
-        mirror: plan.mirror.clone(),
+        source: origin.source,
+        mirror: origin.mirror,
         installed_at: store::now_rfc3339(),
         tarball: kept.then(|| cache_final.clone()),
         owners_recorded,
+        packages: req.packages.clone(),
     };
+    if let Some(hook) = hook {
+        hook(&root, &manifest)?;
+    }
     let mf = staging.join("manifest.toml");
     fs::write(
         &mf,

@@ -348,6 +348,7 @@ fn export_refuses_unknown_formats_and_missing_rootfs() {
         0,
         "nothing written"
     );
+    assert!(!env.home().exists(), "no store created just to say no");
 }
 
 // ------------------------------------------------------- completions, man

@@ -66,15 +66,20 @@ pub fn export(ctx: &Ctx, target: &str, file: &Path) -> Result<()> {
         name,
     };
     let format = Format::of(file)?;
+    let not_installed = || {
+        hinted(
+            format!("{id} is not installed"),
+            "see `xroot list` for what is installed",
+        )
+    };
+    // Checked before locking, which would create a store just to say no.
+    if ctx.store.get(&id)?.is_none() {
+        return Err(not_installed());
+    }
     // Shared, like a running guest: `reset`, `rm` and `fetch --force` of
     // this rootfs wait (or refuse) until the archive is complete.
     let _lock = ctx.store.lock(&id, false, true)?;
-    let Some(installed) = ctx.store.get(&id)? else {
-        return Err(hinted(
-            format!("{id} is not installed"),
-            "see `xroot list` for what is installed",
-        ));
-    };
+    let installed = ctx.store.get(&id)?.ok_or_else(not_installed)?;
     let root = installed.root();
     let dir = match file.parent().filter(|p| !p.as_os_str().is_empty()) {
         Some(p) => p.to_path_buf(),

@@ -456,3 +456,65 @@ fn walk(p: &Path, out: &mut Vec<String>) {
         }
     }
 }
+
+/// Ctrl-C typed at a terminal reaches the guest command (once), and xroot
+/// exits with the guest's status; the terminal passes through.
+#[test]
+fn ctrl_c_at_a_terminal_reaches_the_guest() {
+    if !sandbox_ready("aarch64") {
+        return;
+    }
+    use std::io::{Read, Write};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+    let server = MirrorServer::alpine();
+    let env = Env::new(&server.url);
+    ok(&env.run(&["fetch", "aarch64", "--quiet"]));
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let slave: OwnedFd = pty.slave;
+    let fd = slave.as_raw_fd();
+    let mut c = env.cmd();
+    c.args(["run", "aarch64", "--", "sh", "-c", "n=0; trap 'n=$((n+1))' INT; test -t 0 && echo tty-ok; echo ready; while [ $n -eq 0 ]; do sleep 0.1; done; sleep 0.5; echo ints=$n; exit 3"]);
+    // SAFETY: dup2 of valid fds; becoming a session leader with the pty as
+    // controlling terminal, as a shell in a terminal would be.
+    unsafe {
+        c.stdin(std::process::Stdio::from_raw_fd(libc::dup(fd)))
+            .stdout(std::process::Stdio::from_raw_fd(libc::dup(fd)))
+            .stderr(std::process::Stdio::from_raw_fd(libc::dup(fd)))
+            .pre_exec(|| {
+                nix::unistd::setsid().map_err(std::io::Error::from)?;
+                if libc::ioctl(0, libc::TIOCSCTTY as _, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+    }
+    let mut child = c.spawn().unwrap();
+    // Our copies of the slave must go, or the master never sees EOF/EIO.
+    drop(c);
+    drop(slave);
+    let mut master = std::fs::File::from(pty.master);
+    let mut seen = String::new();
+    let mut buf = [0u8; 512];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !seen.contains("ready") {
+        assert!(std::time::Instant::now() < deadline, "no prompt: {seen}");
+        let n = master.read(&mut buf).unwrap();
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    master.write_all(&[0x03]).unwrap(); // Ctrl-C: the tty sends SIGINT to the foreground group
+    let status = child.wait().unwrap();
+    // Read what is left (EIO once the slave is closed everywhere).
+    while let Ok(n) = master.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(seen.contains("tty-ok"), "stdin is the terminal: {seen}");
+    assert!(
+        seen.contains("ints=1"),
+        "SIGINT delivered exactly once: {seen}"
+    );
+    assert_eq!(status.code(), Some(3), "{seen}");
+}

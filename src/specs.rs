@@ -192,7 +192,8 @@ impl Catalog {
                     .map(move |n| (n, &s.name))
             })
             .map(|(n, canon)| (strsim::damerau_levenshtein(&name, n), canon))
-            .filter(|(d, _)| *d <= 3)
+            // Close enough to be a typo, not just another short word.
+            .filter(|(d, _)| *d <= 2 && *d * 2 < name.len())
             .min_by_key(|(d, _)| *d)
             .map(|(_, canon)| canon.as_str())
     }
@@ -206,12 +207,19 @@ impl Catalog {
             .collect()
     }
 
-    /// One spec per qemu target (the first by name), for registering handlers.
+    /// One spec per qemu target, for registering handlers: the one with
+    /// an Alpine source if any (armhf rather than armel for `arm`).
     pub fn qemu_targets(&self) -> Vec<&Spec> {
         let mut out: Vec<&Spec> = Vec::new();
         for s in &self.specs {
-            if !out.iter().any(|o| o.qemu == s.qemu) {
-                out.push(s);
+            match out.iter_mut().find(|o| o.qemu == s.qemu) {
+                None => out.push(s),
+                Some(o) => {
+                    let alpine = |x: &Spec| matches!(x.source, Source::Alpine { .. });
+                    if alpine(s) && !alpine(o) {
+                        *o = s;
+                    }
+                }
             }
         }
         out

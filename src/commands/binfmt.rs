@@ -238,6 +238,9 @@ pub fn command(ctx: &Ctx, cmd: BinfmtCommand) -> Result<i32> {
 
 fn status(ctx: &Ctx, arches: &[String], json: bool, qemu_override: Option<&Path>) -> Result<i32> {
     let inst = Instance::host();
+    // Every arch, not one per qemu target: a user looks for their arch's name.
+    let all: Vec<String> = ctx.catalog.iter().map(|s| s.name.clone()).collect();
+    let arches = if arches.is_empty() { &all[..] } else { arches };
     let handlers = if inst.is_mounted() {
         inst.handlers()?
     } else {

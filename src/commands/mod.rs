@@ -27,11 +27,13 @@ pub struct Ctx {
 
 /// Runs a subcommand and returns the process exit status.
 pub fn dispatch(cmd: Command, ui: Ui) -> Result<i32> {
+    crate::ui::trace("arguments parsed");
     let ctx = Ctx {
         catalog: Catalog::builtin()?,
         store: Store::at(Store::default_home()?),
         ui,
     };
+    crate::ui::trace("specs loaded");
     match cmd {
         Command::Fetch(a) => fetch::fetch_all(&ctx, a).map(|_| 0),
         Command::Run(a) => run::run(&ctx, a.arch, a.guest, a.cmd),

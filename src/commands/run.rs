@@ -35,6 +35,9 @@ pub fn run(ctx: &Ctx, arch: Option<String>, g: GuestArgs, cmd: Vec<String>) -> R
     let prepared = super::binfmt::prepare(ctx, spec, g.binfmt.binfmt, g.binfmt.qemu.as_deref())?;
     let idmap = IdMap::for_caller();
 
+    // Mount points that the rootfs lacks are created now and removed after
+    // the run (see `MountPoints`), so entering leaves the tree as it was.
+    let mut created = MountPoints::new(&rootfs);
     let mut binds = Vec::new();
     let mut workdir = None;
     let cwd = std::env::current_dir()
@@ -44,13 +47,23 @@ pub fn run(ctx: &Ctx, arch: Option<String>, g: GuestArgs, cmd: Vec<String>) -> R
         let system = SYSTEM_DIRS.iter().any(|s| Path::new(s) == cwd)
             || cwd.starts_with(&rootfs)
             || rootfs.starts_with(cwd);
+        // The implicit current-directory bind is a convenience: when its
+        // path cannot exist in the guest (a symlink there, e.g. /var/run),
+        // run without it rather than fail.
         if !system {
-            binds.push(Bind {
-                src: cwd.clone(),
-                dst: cwd.clone(),
-                readonly: false,
-            });
-            workdir = Some(cwd.clone());
+            match created.ensure(cwd, true) {
+                Ok(()) => {
+                    binds.push(Bind {
+                        src: cwd.clone(),
+                        dst: cwd.clone(),
+                        readonly: false,
+                    });
+                    workdir = Some(cwd.clone());
+                }
+                Err(e) => ctx.ui.warn(format!(
+                    "not binding the current directory: {e:#}; use --bind SRC:DST and --workdir"
+                )),
+            }
         }
     }
     for (spec_str, ro) in g
@@ -61,6 +74,7 @@ pub fn run(ctx: &Ctx, arch: Option<String>, g: GuestArgs, cmd: Vec<String>) -> R
     {
         binds.push(parse_bind(spec_str, ro)?);
     }
+    let cwd_bound = usize::from(workdir.is_some());
     let workdir_is_default = g.workdir.is_none() && workdir.is_none();
     let workdir = match g.workdir {
         Some(w) if w.is_absolute() => w,
@@ -79,10 +93,7 @@ pub fn run(ctx: &Ctx, arch: Option<String>, g: GuestArgs, cmd: Vec<String>) -> R
         }),
     };
 
-    // Mount points that the rootfs lacks are created now and removed after
-    // the run (see `MountPoints`), so entering leaves the tree as it was.
-    let mut created = MountPoints::new(&rootfs);
-    for b in &binds {
+    for b in binds.iter().skip(cwd_bound) {
         created.ensure(&b.dst, b.src.is_dir())?;
     }
     for d in ["proc", "sys", "dev"] {

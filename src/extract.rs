@@ -227,8 +227,33 @@ pub fn unpack<R: Read>(
     if x.report.entries == 0 {
         return Err(ExtractError::Empty);
     }
+    drop(entries);
+    read_to_end_of_stream(archive.into_inner(), &budget)?;
     x.finish_dirs()?;
     Ok(x.report)
+}
+
+/// How much may follow the tar end marker. Tar writers pad to a record
+/// (10 KiB by default); anything much larger is not a tarball we made sense of.
+const TRAILER_BUDGET: u64 = 16 << 20;
+
+/// Reads what follows the tar end marker to the end of the stream. The end
+/// marker is not the end of a compressed file: only reading on to EOF makes
+/// the decompressor check its trailer (gzip's CRC-32 and length), so without
+/// this an archive whose corruption happens to decode cleanly, or whose
+/// compressed stream is cut right after the marker, would be accepted.
+fn read_to_end_of_stream<R: Read>(
+    mut rest: Metered<R>,
+    budget: &Cell<u64>,
+) -> Result<(), ExtractError> {
+    budget.set(u64::MAX);
+    let mut limited = (&mut rest).take(TRAILER_BUDGET + 1);
+    let n = io::copy(&mut limited, &mut io::sink()).map_err(|e| corrupt(None, e))?;
+    if n > TRAILER_BUDGET {
+        let msg = "more than 16 MiB of data after the end of the tar archive";
+        return Err(corrupt(None, io::Error::other(msg)));
+    }
+    Ok(())
 }
 
 /// How much of the tar stream the `tar` crate may read on its own between two
@@ -813,6 +838,9 @@ mod tests {
         fn unpack(&self, tar: &[u8]) -> Result<Report, ExtractError> {
             self.unpack_with(tar, &Options::default())
         }
+        fn unpack_with_reader(&self, r: impl Read) -> Result<Report, ExtractError> {
+            unpack(r, &self.dest, &Options::default(), &mut |_| {})
+        }
         fn p(&self, rel: &str) -> PathBuf {
             self.dest.join(rel)
         }
@@ -1279,6 +1307,39 @@ mod tests {
                 .contains("at entry `big`: file data ends after"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn stream_is_checked_to_its_end() {
+        use std::io::Write as _;
+        let tar = Tar::new().file("a", 0o644, b"a").bytes();
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(&tar).unwrap();
+        let gz = e.finish().unwrap();
+        let unpack_gz = |gz: &[u8]| {
+            let sb = Sandbox::new();
+            let r = sb.unpack_with_reader(flate2::read::GzDecoder::new(gz));
+            (sb, r)
+        };
+        assert!(unpack_gz(&gz).1.is_ok());
+        // A CRC-32 mismatch in the gzip trailer, after the tar end marker.
+        let mut bad = gz.clone();
+        let n = bad.len();
+        bad[n - 8] ^= 0xff;
+        let err = unpack_gz(&bad).1.unwrap_err();
+        assert!(matches!(err, ExtractError::Corrupt { .. }), "{err:?}");
+        // A gzip stream cut right after the tar end marker.
+        let err = unpack_gz(&gz[..n - 4]).1.unwrap_err();
+        assert!(matches!(err, ExtractError::Corrupt { .. }), "{err:?}");
+        // Padding is fine; endless data after the end is not.
+        let sb = Sandbox::new();
+        let mut padded = tar.clone();
+        padded.extend(vec![0u8; 64 * 1024]);
+        sb.unpack(&padded).unwrap();
+        let sb = Sandbox::new();
+        let endless = io::Cursor::new(tar).chain(io::repeat(0));
+        let err = sb.unpack_with_reader(endless).unwrap_err();
+        assert!(err.to_string().contains("after the end"), "{err}");
     }
 
     #[test]

@@ -291,6 +291,20 @@ impl Store {
         Ok(p)
     }
 
+    /// Removes staging dirs that a killed `fetch` of `id` left behind, if no
+    /// other xroot holds `id`'s lock right now (else it is left for later).
+    /// For the paths that do not stage anything themselves (`fetch` of an
+    /// installed id), so leftovers do not wait for the next `--force`.
+    /// Best effort: a failure here only leaves the leftovers in place.
+    pub fn clean_stale_if_idle(&self, id: &RootfsId) {
+        if !self.tmp_dir().is_dir() {
+            return;
+        }
+        if let Ok(Some(_lock)) = self.lock(id, true, false) {
+            let _ = self.clean_stale(id);
+        }
+    }
+
     fn clean_stale(&self, id: &RootfsId) -> Result<()> {
         let prefix = format!("{}.", id.dir_name());
         for e in fs::read_dir(self.tmp_dir())

@@ -269,13 +269,64 @@ fn sigkill_during_forced_refetch_keeps_the_old_rootfs() {
     assert_eq!(snapshot(&home.join("rootfs")), before);
     assert_eq!(staging_dirs(&home).len(), 1);
 
-    // The next forced fetch succeeds and removes the leftovers.
+    // The next fetch finds it installed and removes the leftovers.
+    let o = env.run(&["fetch", "aarch64", "--branch", "v3.20"]);
+    assert!(stderr(&o).contains("already installed"), "{}", stderr(&o));
+    assert_eq!(staging_dirs(&home), Vec::<PathBuf>::new(), "leftovers");
+    assert_eq!(snapshot(&home.join("rootfs")), before);
+    // And a forced fetch now completes.
     server.route(&tarball_path(), Reply::Mirror);
     ok(&env.run(&[
         "fetch", "aarch64", "--branch", "v3.20", "--force", "--quiet",
     ]));
     assert_installed_cleanly(&env);
     watcher.finish();
+}
+
+#[test]
+fn a_tampered_cache_is_never_trusted() {
+    let server = FaultServer::alpine();
+    let env = Env::new(&server.url);
+    let home = env.home();
+    ok(&env.run(&["fetch", "aarch64", "--branch", "v3.20", "--quiet"]));
+    let cached = home.join("cache").join(TARBALL);
+    assert!(cached.is_file());
+    // A hostile local user or a bad disk changes the cached tarball.
+    let mut data = fs::read(&cached).unwrap();
+    let n = data.len();
+    data[n / 2] ^= 0x40;
+    fs::write(&cached, &data).unwrap();
+    fs::write(home.join("rootfs/aarch64/root/etc/motd"), b"changed\n").unwrap();
+
+    // With the mirror down too, reset fails and changes nothing.
+    server.route(&tarball_path(), Reply::Status(503));
+    let before = snapshot(&home.join("rootfs"));
+    let o = env
+        .cmd()
+        .env("XROOT_RETRIES", "1")
+        .args(["reset", "aarch64"])
+        .output()
+        .unwrap();
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(
+        e.contains("no longer matches") && e.contains("HTTP 503"),
+        "{e}"
+    );
+    assert_eq!(snapshot(&home.join("rootfs")), before);
+    assert_eq!(staging_dirs(&home), Vec::<PathBuf>::new());
+
+    // With the mirror back, reset downloads a verified copy again.
+    server.route(&tarball_path(), Reply::Mirror);
+    let o = env.run(&["reset", "aarch64"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(server.hits(&tarball_path()), 3, "{:?}", server.all_hits());
+    assert_installed_cleanly(&env);
+    assert_ne!(
+        fs::read(home.join("rootfs/aarch64/root/etc/motd")).unwrap(),
+        b"changed\n"
+    );
+    assert_eq!(fs::read(&cached).unwrap(), tarball_bytes());
 }
 
 #[test]

@@ -100,6 +100,9 @@ pub fn fetch(
     if !req.force {
         if let Some(i) = store.get(&req.id)? {
             has_packages(&i, &req.packages)?;
+            // A `fetch --force` killed mid-way left a staging dir: this
+            // fetch stages nothing, so it cleans up instead.
+            store.clean_stale_if_idle(&req.id);
             ui.info(format!(
                 "{} is already installed ({}); use --force to fetch again",
                 req.id,

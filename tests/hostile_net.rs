@@ -518,3 +518,28 @@ fn transient_failures_are_retried() {
     fails(&env, &o, &["HTTP 404"], "404 not retried");
     assert_eq!(server.hits(&tarball_path()) - before, 1);
 }
+
+#[test]
+fn a_hostile_endless_body_is_not_read_after_the_archive_fails() {
+    let server = FaultServer::alpine();
+    let env = Env::new(&server.url);
+    // Not a tarball at all, then zeros for ever, with no Content-Length
+    // and the default (8 GiB) limit: once the archive is known to be bad,
+    // reading on only wastes the user's bandwidth.
+    server.route(
+        &tarball_path(),
+        Reply::Endless {
+            prefix: b"\x1f\x8b\x08\x00garbage that is not deflate data".to_vec(),
+        },
+    );
+    let t = Instant::now();
+    let o = fetch(&env, &[("XROOT_TIMEOUT", "2")], &[]);
+    let e = fails(&env, &o, &[&server.at(&tarball_path())], "endless junk");
+    assert!(e.contains("corrupt"), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+    assert!(
+        server.sent(&tarball_path()) < 1 << 30,
+        "read {} bytes of junk",
+        server.sent(&tarball_path())
+    );
+}

@@ -55,6 +55,24 @@ impl<'a> Tee<'a> {
         Ok(())
     }
 
+    /// Like [`drain`](Self::drain), but stops after `max` more bytes.
+    /// Returns whether the end of the stream was reached.
+    pub fn drain_at_most(&mut self, max: u64) -> io::Result<bool> {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut left = max;
+        loop {
+            let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            if want == 0 {
+                // At the cap: at the end only if nothing at all is left.
+                return Ok(self.read(&mut buf[..1])? == 0);
+            }
+            match self.read(&mut buf[..want])? {
+                0 => return Ok(true),
+                n => left -= n as u64,
+            }
+        }
+    }
+
     /// (sha256, sha512) as lowercase hex.
     pub fn finish(self) -> (String, Option<String>) {
         (
@@ -163,6 +181,17 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert!(s512.unwrap().starts_with("ddaf35a193617aba"));
+        let mut t = Tee::new(Box::new(io::repeat(0)), false, None, 1 << 20, &bar);
+        assert!(!t.drain_at_most(1000).unwrap());
+        assert_eq!(t.bytes, 1001);
+        let mut t = Tee::new(
+            Box::new(io::Cursor::new(vec![1; 1000])),
+            false,
+            None,
+            1 << 20,
+            &bar,
+        );
+        assert!(t.drain_at_most(1000).unwrap());
         let mut t = Tee::new(Box::new(io::repeat(0)), false, None, 1000, &bar);
         assert!(t.drain().is_err());
         assert!(t.source_error.unwrap().contains("exceeds"));

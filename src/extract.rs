@@ -227,7 +227,6 @@ pub fn unpack<R: Read>(
     if x.report.entries == 0 {
         return Err(ExtractError::Empty);
     }
-    drop(entries);
     read_to_end_of_stream(archive.into_inner(), &budget)?;
     x.finish_dirs()?;
     Ok(x.report)

@@ -335,7 +335,7 @@ fn host_root_is_unreachable() {
     std::fs::write(&marker, "host").unwrap();
     let script = format!(
         "cd /; cd ../../..; ls {m} 2>/dev/null && echo via-dotdot; ls /proc/1/root{m} 2>/dev/null && echo via-proc1; \
-         test -e /usr/bin/cargo -o -e /root/.cargo && echo host-files; readlink /proc/1/root; echo done",
+         test -e /usr/bin/cargo -o -e /root/.cargo && echo host-files; readlink /proc/1/root 2>/dev/null || echo no-access; echo done",
         m = marker.display(),
     );
     let mut c = env.cmd();
@@ -344,7 +344,9 @@ fn host_root_is_unreachable() {
     let out = ok(&c.output().unwrap());
     assert!(!out.contains("via-"), "host reachable: {out}");
     assert!(!out.contains("host-files"), "{out}");
-    assert_eq!(out, "/\ndone\n", "/proc/1/root is the guest's root");
+    // PID 1 (xroot's init) is outside the guest's nested user namespace, so
+    // its root link is not even readable; if it were, it would be the guest's.
+    assert!(out == "/\ndone\n" || out == "no-access\ndone\n", "{out}");
 }
 
 #[test]

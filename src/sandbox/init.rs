@@ -7,9 +7,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
 
+use nix::sched::CloneFlags;
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{fork, ForkResult, Gid, Pid, Uid};
+use nix::unistd::{Gid, Pid, Uid};
 
 use super::{user, Config};
 
@@ -69,12 +70,21 @@ fn reset_signals() {
 }
 
 /// Runs as PID 1 after the filesystem is set up. Never returns.
+///
+/// The command starts in a user and mount namespace nested in ours, with
+/// the same ids. Mounts copied into a namespace owned by a less privileged
+/// user namespace are locked by the kernel: the guest's root cannot
+/// unmount or remount read-write what we mounted read-only (/proc/sys,
+/// /sys, /etc/resolv.conf, --ro-bind), which for a root caller would give
+/// host uid 0 write access to host kernel settings. bubblewrap does the same.
 pub fn run(cfg: &Config) -> ! {
-    // SAFETY: this process is single-threaded (a fresh clone of xroot).
-    match unsafe { fork() } {
-        Err(e) => die(125, &format!("cannot start the command: fork: {e}")),
-        Ok(ForkResult::Child) => exec_command(cfg),
-        Ok(ForkResult::Parent { child }) => {
+    let nested = cfg.idmap.nested();
+    // New UTS and IPC namespaces too, owned by the nested user namespace,
+    // so the guest's root may still set its hostname and manage SysV IPC.
+    let flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
+    match crate::userns::spawn(flags, &nested, &mut || exec_command(cfg)) {
+        Err(e) => die(125, &format!("cannot start the command: {e:#}")),
+        Ok(child) => {
             install_forwarding(child);
             loop {
                 match waitpid(None, Some(WaitPidFlag::__WALL)) {

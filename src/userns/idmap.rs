@@ -49,6 +49,32 @@ impl IdMap {
         subordinate(uid, gid).unwrap_or(IdMap::Single { uid, gid })
     }
 
+    /// The map for a user namespace nested inside one with this map, with
+    /// the same ids. The guest's command runs in such a namespace so that
+    /// every mount the sandbox made is locked (see `sandbox::init`).
+    ///
+    /// Each line must lie within one line of the parent's map, so the
+    /// subordinate case keeps the parent's two extents.
+    pub fn nested(&self) -> NestedMap {
+        match self {
+            IdMap::Identity => NestedMap {
+                uids: vec![(0, 4294967295)],
+                gids: vec![(0, 4294967295)],
+                deny_setgroups: false,
+            },
+            IdMap::Single { .. } => NestedMap {
+                uids: vec![(0, 1)],
+                gids: vec![(0, 1)],
+                deny_setgroups: true,
+            },
+            IdMap::Subordinate { subuid, subgid, .. } => NestedMap {
+                uids: vec![(0, 1), (1, subuid.count)],
+                gids: vec![(0, 1), (1, subgid.count)],
+                deny_setgroups: false,
+            },
+        }
+    }
+
     /// Whether gid `g` (inside) is mapped.
     pub fn maps_gid(&self, g: u64) -> bool {
         match self {
@@ -84,6 +110,44 @@ impl IdMap {
                 helper(newgidmap, pid, *gid, subgid)
             }
         }
+    }
+}
+
+/// The map of a user namespace nested in ours: the same ids onto
+/// themselves (`0 0 N`), written by our PID 1, which holds the capabilities
+/// for it in the parent namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NestedMap {
+    /// (first id, count) extents, each mapped onto itself.
+    uids: Vec<(u64, u64)>,
+    gids: Vec<(u64, u64)>,
+    deny_setgroups: bool,
+}
+
+/// Writes a child's id maps; implemented by both kinds of map.
+pub trait ApplyMap {
+    fn apply(&self, pid: i32) -> Result<()>;
+}
+
+impl ApplyMap for IdMap {
+    fn apply(&self, pid: i32) -> Result<()> {
+        IdMap::apply(self, pid)
+    }
+}
+
+impl ApplyMap for NestedMap {
+    fn apply(&self, pid: i32) -> Result<()> {
+        let proc = PathBuf::from(format!("/proc/{pid}"));
+        let lines = |ext: &[(u64, u64)]| {
+            ext.iter()
+                .map(|(f, n)| format!("{f} {f} {n}\n"))
+                .collect::<String>()
+        };
+        write(&proc.join("uid_map"), &lines(&self.uids))?;
+        if self.deny_setgroups {
+            write(&proc.join("setgroups"), "deny")?;
+        }
+        write(&proc.join("gid_map"), &lines(&self.gids))
     }
 }
 

@@ -25,7 +25,11 @@ pub use idmap::IdMap;
 ///
 /// The child waits on a pipe until the maps are written: it cannot map
 /// subordinate ids itself; `newuidmap` must, from outside.
-pub fn spawn(extra: CloneFlags, map: &IdMap, child: &mut dyn FnMut() -> i32) -> Result<Pid> {
+pub fn spawn(
+    extra: CloneFlags,
+    map: &dyn idmap::ApplyMap,
+    child: &mut dyn FnMut() -> i32,
+) -> Result<Pid> {
     let (go_r, go_w) = nix::unistd::pipe().context("creating a pipe")?;
     // The child runs on its own stack; pages are only touched as used.
     let mut stack = vec![0u8; 8 << 20];

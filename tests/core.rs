@@ -467,22 +467,31 @@ fn ctrl_c_at_a_terminal_reaches_the_guest() {
         return;
     }
     use std::io::{Read, Write};
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
     use std::os::unix::process::CommandExt;
     let server = MirrorServer::alpine();
     let env = Env::new(&server.url);
     ok(&env.run(&["fetch", "aarch64", "--quiet"]));
     let pty = nix::pty::openpty(None, None).unwrap();
+    // Tests run in parallel threads: no other test's child may inherit the
+    // pty (it would keep the slave open and the master would never see EOF).
+    for f in [pty.master.as_raw_fd(), pty.slave.as_raw_fd()] {
+        // SAFETY: setting FD_CLOEXEC on fds we own.
+        unsafe { libc::fcntl(f, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
     let slave: OwnedFd = pty.slave;
     let fd = slave.as_raw_fd();
+    // SAFETY: duplicating an fd we own, close-on-exec (dup2 onto 0/1/2 in
+    // the child clears the flag there only).
+    let dup = || unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
     let mut c = env.cmd();
     c.args(["run", "aarch64", "--", "sh", "-c", "n=0; trap 'n=$((n+1))' INT; test -t 0 && echo tty-ok; echo ready; while [ $n -eq 0 ]; do sleep 0.1; done; sleep 0.5; echo ints=$n; exit 3"]);
     // SAFETY: dup2 of valid fds; becoming a session leader with the pty as
     // controlling terminal, as a shell in a terminal would be.
     unsafe {
-        c.stdin(std::process::Stdio::from_raw_fd(libc::dup(fd)))
-            .stdout(std::process::Stdio::from_raw_fd(libc::dup(fd)))
-            .stderr(std::process::Stdio::from_raw_fd(libc::dup(fd)))
+        c.stdin(std::process::Stdio::from_raw_fd(dup()))
+            .stdout(std::process::Stdio::from_raw_fd(dup()))
+            .stderr(std::process::Stdio::from_raw_fd(dup()))
             .pre_exec(|| {
                 nix::unistd::setsid().map_err(std::io::Error::from)?;
                 if libc::ioctl(0, libc::TIOCSCTTY as _, 0) != 0 {
@@ -506,12 +515,20 @@ fn ctrl_c_at_a_terminal_reaches_the_guest() {
     }
     master.write_all(&[0x03]).unwrap(); // Ctrl-C: the tty sends SIGINT to the foreground group
     let status = child.wait().unwrap();
-    // Read what is left (EIO once the slave is closed everywhere).
-    while let Ok(n) = master.read(&mut buf) {
-        if n == 0 {
+    // Read what is left: until EIO (the slave closed everywhere) or, should
+    // some other process still hold it, a quiet half second.
+    loop {
+        let mut pfd = [nix::poll::PollFd::new(
+            master.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        if nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(500u16)).unwrap_or(0) == 0 {
             break;
         }
-        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        match master.read(&mut buf) {
+            Ok(n) if n > 0 => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            _ => break,
+        }
     }
     assert!(seen.contains("tty-ok"), "stdin is the terminal: {seen}");
     assert!(

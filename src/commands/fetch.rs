@@ -1,7 +1,6 @@
 //! `xroot fetch`, including `--packages`: `apk add` run inside the
 //! unpacked staging tree, before it is committed.
 
-use std::ffi::CString;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -261,8 +260,8 @@ fn apk_add(
     let cfg = sandbox::Config {
         rootfs: root.to_path_buf(),
         hostname: format!("xroot-{}", spec.name),
-        argv: cstrings(argv.iter().map(String::as_str))?,
-        env: cstrings(env.into_iter())?,
+        argv: super::run::cstrings(argv.iter().map(String::as_str))?,
+        env: super::run::cstrings(env.into_iter())?,
         workdir: PathBuf::from("/"),
         binds: Vec::new(),
         // apk needs DNS to reach a mirror by name.
@@ -279,8 +278,8 @@ fn apk_add(
         workdir_is_default: false,
     };
     ui.info(format!("adding {list} to {id} (apk add)"));
-    let status = with_signals_restored(|| sandbox::run(&cfg))
-        .with_context(|| format!("running apk add in {}", root.display()))?;
+    let status =
+        sandbox::run(&cfg).with_context(|| format!("running apk add in {}", root.display()))?;
     if status != 0 {
         return Err(hinted(
             format!("apk add {list} failed in {id} with exit status {status}; nothing was installed"),
@@ -355,41 +354,4 @@ fn write_repositories(root: &Path, text: &str) -> Result<()> {
         .with_context(|| format!("writing {}", tmp.display()))?;
     drop(f);
     fs::rename(&tmp, &dest).with_context(|| format!("replacing {}", dest.display()))
-}
-
-/// Runs `f` (a sandbox run), then puts back the dispositions of the signals
-/// the sandbox forwards to its guest: once the guest is gone, a SIGTERM or
-/// SIGINT must stop this fetch again, not go to a pid that no longer exists.
-fn with_signals_restored<T>(f: impl FnOnce() -> T) -> T {
-    const SIGNALS: [libc::c_int; 8] = [
-        libc::SIGTERM,
-        libc::SIGHUP,
-        libc::SIGUSR1,
-        libc::SIGUSR2,
-        libc::SIGINT,
-        libc::SIGQUIT,
-        libc::SIGWINCH,
-        libc::SIGCONT,
-    ];
-    // SAFETY: sigaction with a null new action only reads the current one
-    // into a zeroed struct we own.
-    let saved: Vec<(libc::c_int, libc::sigaction)> = SIGNALS
-        .iter()
-        .map(|&s| unsafe {
-            let mut old: libc::sigaction = std::mem::zeroed();
-            libc::sigaction(s, std::ptr::null(), &mut old);
-            (s, old)
-        })
-        .collect();
-    let r = f();
-    for (s, old) in &saved {
-        // SAFETY: restores an action previously returned by the kernel.
-        unsafe { libc::sigaction(*s, old, std::ptr::null_mut()) };
-    }
-    r
-}
-
-fn cstrings<'a>(it: impl Iterator<Item = &'a str>) -> Result<Vec<CString>> {
-    it.map(|s| CString::new(s).with_context(|| format!("argument {s:?} contains a NUL byte")))
-        .collect()
 }

@@ -287,7 +287,7 @@ fn parse_bind(s: &str, readonly: bool) -> Result<Bind> {
     })
 }
 
-fn cstrings<'a>(it: impl Iterator<Item = &'a str>) -> Result<Vec<CString>> {
+pub(super) fn cstrings<'a>(it: impl Iterator<Item = &'a str>) -> Result<Vec<CString>> {
     it.map(|s| {
         CString::new(s)
             .map_err(|_| hinted(format!("argument {s:?} contains a NUL byte"), "remove it"))

@@ -56,7 +56,8 @@ pub fn install_forwarding(target: Pid) {
     }
 }
 
-fn reset_signals() {
+/// Restores the default action of every forwarded signal.
+pub fn reset_signals() {
     let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
     for s in FORWARDED {
         // SAFETY: restoring default dispositions.

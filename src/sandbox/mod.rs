@@ -76,7 +76,10 @@ pub fn run(cfg: &Config) -> Result<i32> {
         | CloneFlags::CLONE_NEWIPC;
     let pid = userns::spawn(flags, &cfg.idmap, &mut || child(cfg))?;
     init::install_forwarding(pid);
-    userns::wait(pid)
+    let status = userns::wait(pid);
+    // Signals are ours again (a fetch may go on after `apk add` ran).
+    init::reset_signals();
+    status
 }
 
 /// The child: PID 1 of the new namespaces, its ids already mapped.

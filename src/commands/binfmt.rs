@@ -167,11 +167,22 @@ fn ensure_host_handler(ctx: &Ctx, spec: &Spec, qemu_override: Option<&Path>) -> 
                 spec.name,
                 problems.join("; ")
             ),
-            format!(
-                "replace it: sudo xroot binfmt install {} --force{}",
-                spec.name,
-                private_hint()
-            ),
+            if !h.enabled && problems.len() == 1 {
+                // Only switched off: turning it back on keeps the owner's setup.
+                format!(
+                    "enable it: echo 1 | sudo tee {}/{}; or replace it: sudo xroot binfmt install {} --force{}",
+                    inst.dir.display(),
+                    h.name,
+                    spec.name,
+                    private_hint()
+                )
+            } else {
+                format!(
+                    "replace it: sudo xroot binfmt install {} --force{}",
+                    spec.name,
+                    private_hint()
+                )
+            },
         ));
     }
     for w in h.warnings(exists) {

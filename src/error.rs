@@ -12,6 +12,8 @@ use std::fmt;
 pub struct Hinted {
     pub cause: String,
     pub hint: String,
+    /// A transient failure that trying again may cure (a download cut short).
+    pub retryable: bool,
 }
 
 impl fmt::Display for Hinted {
@@ -27,7 +29,23 @@ pub fn hinted(cause: impl Into<String>, hint: impl Into<String>) -> anyhow::Erro
     anyhow::Error::new(Hinted {
         cause: cause.into(),
         hint: hint.into(),
+        retryable: false,
     })
+}
+
+/// Like [`hinted`], for a transient failure worth retrying.
+pub fn hinted_retryable(cause: impl Into<String>, hint: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Hinted {
+        cause: cause.into(),
+        hint: hint.into(),
+        retryable: true,
+    })
+}
+
+/// Whether an error chain holds a retryable failure.
+pub fn is_retryable(err: &anyhow::Error) -> bool {
+    err.chain()
+        .any(|e| e.downcast_ref::<Hinted>().is_some_and(|h| h.retryable))
 }
 
 /// Finds the first hint in an error chain, if any.

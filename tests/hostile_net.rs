@@ -475,6 +475,22 @@ fn transient_failures_are_retried() {
     assert!(env.rootfs("aarch64").join("bin/busybox").is_file());
     assert_eq!(cached_downloads(&env.home()), [TARBALL]);
 
+    // A download cut mid-body is tried again from the start.
+    let env = Env::new(&server.url);
+    server.route(&index_path(), Reply::Mirror);
+    // (Hits count from the server's start: cut just the next request.)
+    let times = server.hits(&tarball_path()) + 1;
+    server.route(&tarball_path(), Reply::CutFirst { times });
+    let o = fetch(&env, &[("XROOT_RETRIES", "3")], &[]);
+    ok(&o);
+    assert!(stderr(&o).contains("retrying (2/3)"), "{}", stderr(&o));
+    assert!(env.rootfs("aarch64").join("bin/busybox").is_file());
+    assert_eq!(cached_downloads(&env.home()), [TARBALL]);
+    assert_eq!(
+        std::fs::read_dir(env.home().join("tmp")).unwrap().count(),
+        0
+    );
+
     // The default is 3 attempts with 0.5 s, 1 s backoff: a server failing
     // more often than that fails the fetch, which says how often it tried.
     let env = Env::new(&server.url);

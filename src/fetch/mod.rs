@@ -145,17 +145,31 @@ pub fn install_locked(
     if !req.packages.is_empty() && hook.is_none() {
         bail!("internal error: packages requested without a way to install them");
     }
-    let transport = transport::Transport::new(transport::Config::from_env());
+    let cfg = transport::Config::from_env();
+    let transport = transport::Transport::new(cfg.clone());
     let plan = resolve(&transport, spec, req, ui)?;
-    let staging = store.staging(&req.id)?;
-    let result = install(
-        store, catalog, spec, req, &plan, &transport, &staging, ui, hook,
-    );
-    if result.is_err() {
+    let remote = transport::local_path(&plan.url).is_none();
+    let mut delay = cfg.backoff;
+    let mut attempt = 1;
+    loop {
+        let staging = store.staging(&req.id)?;
+        let result = install(
+            store, catalog, spec, req, &plan, &transport, &staging, ui, hook,
+        );
+        let Err(e) = result else { return result };
         // Nothing half-done: the staging tree goes; the store is as before.
         let _ = store::remove_tree(&staging);
+        // A download cut short (connection reset, stall, early close) is
+        // tried again from the start, as a failed connection is.
+        if remote && attempt < cfg.attempts && crate::error::is_retryable(&e) {
+            ui.warn(format!("{e}; retrying ({}/{})", attempt + 1, cfg.attempts));
+            std::thread::sleep(delay);
+            delay *= 2;
+            attempt += 1;
+            continue;
+        }
+        return Err(e);
     }
-    result
 }
 
 /// An installed rootfs satisfies a request for packages only if it has
@@ -381,7 +395,7 @@ fn install(
     if let Some(e) = source_error {
         cleanup();
         let declared = body.len.map(|l| format!(" of {l}")).unwrap_or_default();
-        bail!(hinted(
+        bail!(crate::error::hinted_retryable(
             format!(
                 "download of {} failed after {bytes}{declared} bytes: {e}",
                 plan.url

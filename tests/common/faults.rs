@@ -72,6 +72,9 @@ pub enum Reply {
     Status(u16),
     /// `Status(status)` for the first `times` requests, then `Mirror`.
     FailFirst { times: usize, status: u16 },
+    /// The first `times` requests get half the file and a closed
+    /// connection (the full length declared), then `Mirror`.
+    CutFirst { times: usize },
     /// Headers declaring `declared` bytes, then `body`, then `after`.
     Lying {
         declared: u64,
@@ -241,6 +244,17 @@ fn serve(mut conn: TcpStream, root: &Path, state: &Mutex<State>, stop: &AtomicBo
         match s.routes.get(&path).cloned().unwrap_or(Reply::Mirror) {
             Reply::FailFirst { times, status } if n <= times => Reply::Status(status),
             Reply::FailFirst { .. } => Reply::Mirror,
+            Reply::CutFirst { times } if n <= times => {
+                let full = resolve(root, &path)
+                    .and_then(|f| std::fs::read(f).ok())
+                    .unwrap_or_default();
+                Reply::Lying {
+                    declared: full.len() as u64,
+                    body: full[..full.len() / 2].to_vec(),
+                    after: After::Close,
+                }
+            }
+            Reply::CutFirst { .. } => Reply::Mirror,
             r => r,
         }
     };
@@ -255,10 +269,12 @@ fn serve(mut conn: TcpStream, root: &Path, state: &Mutex<State>, stop: &AtomicBo
         let _ = conn.shutdown(std::net::Shutdown::Both);
     };
     match reply {
-        Reply::Mirror => match resolve(root, &path).and_then(|f| std::fs::read(f).ok()) {
-            Some(body) => send(&mut conn, 200, &body, &count),
-            None => send(&mut conn, 404, b"not found\n", &count),
-        },
+        Reply::Mirror | Reply::CutFirst { .. } => {
+            match resolve(root, &path).and_then(|f| std::fs::read(f).ok()) {
+                Some(body) => send(&mut conn, 200, &body, &count),
+                None => send(&mut conn, 404, b"not found\n", &count),
+            }
+        }
         Reply::Body(code, body) => send(&mut conn, code, &body, &count),
         Reply::Status(code) | Reply::FailFirst { status: code, .. } => send(
             &mut conn,

@@ -139,6 +139,37 @@ mod tests {
     }
 
     #[test]
+    fn finder_caches_lookups_and_versions() {
+        let t = tempfile::tempdir().unwrap();
+        let file = t.path().join("qemu.tsv");
+        let mut f = Finder::load(Some(file.clone()));
+        let first = f.lookup("no-such-target");
+        assert!(matches!(first, Lookup::Missing));
+        let real = f.lookup("aarch64");
+        f.save();
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(text.starts_with("v1 PATH="), "{text}");
+        assert!(text.contains("no-such-target\t\t0"), "{text}");
+        // A fresh load answers from the file, identically.
+        let mut g = Finder::load(Some(file.clone()));
+        assert!(!g.dirty);
+        assert_eq!(format!("{:?}", g.lookup("aarch64")), format!("{real:?}"));
+        if let Lookup::Found(p) = real {
+            let v = g.version(&p);
+            assert!(v.is_some_and(|v| v >= (2, 0)), "{v:?}");
+            g.save();
+            let mut h = Finder::load(Some(file.clone()));
+            assert_eq!(h.entries["aarch64"].version, v, "version remembered");
+            assert_eq!(h.version(&p), v);
+        }
+        // A different PATH invalidates everything.
+        std::fs::write(&file, "v1 PATH=/elsewhere\naarch64\t/bogus\t1\t1\t1\t9.9\n").unwrap();
+        let mut k = Finder::load(Some(file));
+        assert!(k.entries.is_empty() && k.dirty);
+        assert!(!matches!(k.lookup("aarch64"), Lookup::Found(ref p) if p == Path::new("/bogus")));
+    }
+
+    #[test]
     fn dynamic_binary_is_refused() {
         // /bin/ls stands in for a dynamically linked qemu.
         let err = find("aarch64", Some(Path::new("/bin/ls"))).unwrap_err();
@@ -149,4 +180,177 @@ mod tests {
         let err = find("aarch64", Some(Path::new("/nonexistent/qemu"))).unwrap_err();
         assert!(err.to_string().contains("not an executable"), "{err}");
     }
+}
+
+/// Remembers, across runs, where each target's qemu is, whether it is
+/// static and its version, so that `run` does not search `$PATH`, read ELF
+/// headers and start qemu for every registered target on each launch.
+///
+/// An entry holds only while the qemu file keeps its size and mtime, and
+/// the whole cache only while `$PATH` and the mtimes of its directories are
+/// unchanged (installing or removing a qemu changes its directory's mtime).
+pub struct Finder {
+    file: Option<PathBuf>,
+    signature: String,
+    entries: std::collections::BTreeMap<String, Entry>,
+    dirty: bool,
+}
+
+#[derive(Clone)]
+struct Entry {
+    /// Empty when missing.
+    path: PathBuf,
+    is_static: bool,
+    len: u64,
+    mtime: i64,
+    version: Option<(u32, u32)>,
+}
+
+impl Finder {
+    /// Loads the cache at `file` (None: no cache, always search).
+    pub fn load(file: Option<PathBuf>) -> Finder {
+        let signature = path_signature(std::env::var("PATH").ok().as_deref());
+        let mut f = Finder {
+            file,
+            signature,
+            entries: Default::default(),
+            dirty: false,
+        };
+        let Some(text) = f
+            .file
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+        else {
+            return f;
+        };
+        let mut lines = text.lines();
+        if lines.next() != Some(f.signature.as_str()) {
+            f.dirty = true; // stale: rebuilt as targets are looked up
+            return f;
+        }
+        for l in lines {
+            let c: Vec<&str> = l.split('\t').collect();
+            let [target, path, st, len, mtime, ver] = c[..] else {
+                continue;
+            };
+            let version = ver
+                .split_once('.')
+                .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)));
+            let (Ok(len), Ok(mtime)) = (len.parse(), mtime.parse()) else {
+                continue;
+            };
+            f.entries.insert(
+                target.to_string(),
+                Entry {
+                    path: PathBuf::from(path),
+                    is_static: st == "1",
+                    len,
+                    mtime,
+                    version,
+                },
+            );
+        }
+        f
+    }
+
+    /// Like [`lookup`], from the cache when it still holds.
+    pub fn lookup(&mut self, target: &str) -> Lookup {
+        if let Some(e) = self.entries.get(target).filter(|e| fresh(e)) {
+            return match (e.path.as_os_str().is_empty(), e.is_static) {
+                (true, _) => Lookup::Missing,
+                (false, true) => Lookup::Found(e.path.clone()),
+                (false, false) => Lookup::Dynamic(e.path.clone()),
+            };
+        }
+        let found = lookup(target, None);
+        let (path, is_static) = match &found {
+            Lookup::Found(p) => (p.clone(), true),
+            Lookup::Dynamic(p) => (p.clone(), false),
+            Lookup::Missing => (PathBuf::new(), false),
+        };
+        let (len, mtime) = stat(&path).unwrap_or((0, 0));
+        self.entries.insert(
+            target.to_string(),
+            Entry {
+                path,
+                is_static,
+                len,
+                mtime,
+                version: None,
+            },
+        );
+        self.dirty = true;
+        found
+    }
+
+    /// qemu's (major, minor) version, probed once per binary.
+    pub fn version(&mut self, qemu: &Path) -> Option<(u32, u32)> {
+        if let Some(v) = self
+            .entries
+            .values()
+            .find(|e| e.path == qemu && fresh(e))
+            .and_then(|e| e.version)
+        {
+            return Some(v);
+        }
+        let v = probe_version(qemu)?;
+        for e in self.entries.values_mut().filter(|e| e.path == qemu) {
+            e.version = Some(v);
+            self.dirty = true;
+        }
+        Some(v)
+    }
+
+    /// Writes the cache back if it changed (best effort: a lost cache only
+    /// costs a search next time).
+    pub fn save(&self) {
+        let (Some(file), true) = (&self.file, self.dirty) else {
+            return;
+        };
+        let mut text = format!("{}\n", self.signature);
+        for (t, e) in &self.entries {
+            let v = e
+                .version
+                .map(|(a, b)| format!("{a}.{b}"))
+                .unwrap_or_default();
+            text.push_str(&format!(
+                "{t}\t{}\t{}\t{}\t{}\t{v}\n",
+                e.path.display(),
+                u8::from(e.is_static),
+                e.len,
+                e.mtime
+            ));
+        }
+        let tmp = file.with_extension(format!("tmp.{}", std::process::id()));
+        if std::fs::write(&tmp, text).is_ok() && std::fs::rename(&tmp, file).is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+}
+
+fn stat(p: &Path) -> Option<(u64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(p).ok()?;
+    Some((m.len(), m.mtime_nsec() + m.mtime() * 1_000_000_000))
+}
+
+fn fresh(e: &Entry) -> bool {
+    e.path.as_os_str().is_empty() || stat(&e.path) == Some((e.len, e.mtime))
+}
+
+/// `$PATH` plus the mtime of each directory searched.
+fn path_signature(path_var: Option<&str>) -> String {
+    let mut dirs: Vec<PathBuf> = candidates("x", path_var)
+        .iter()
+        .filter_map(|p| p.parent().map(Path::to_path_buf))
+        .collect();
+    dirs.dedup();
+    let mut s = format!("v1 PATH={}", path_var.unwrap_or_default());
+    for d in dirs {
+        match stat(&d) {
+            Some((_, m)) => s.push_str(&format!(" {m}")),
+            None => s.push_str(" -"),
+        }
+    }
+    s
 }

@@ -370,34 +370,6 @@ impl Store {
         remove_tree(&trash).with_context(|| format!("removing {}", trash.display()))?;
         Ok(true)
     }
-
-    /// qemu's version, cached by path, size and mtime so `run` does not
-    /// start qemu once just to ask.
-    pub fn qemu_version(&self, qemu: &Path) -> Option<(u32, u32)> {
-        let meta = fs::metadata(qemu).ok()?;
-        use std::os::unix::fs::MetadataExt;
-        let key = format!("{}\t{}\t{}", qemu.display(), meta.len(), meta.mtime());
-        let cache = self.cache_dir().join("qemu-versions.tsv");
-        let text = fs::read_to_string(&cache).unwrap_or_default();
-        for line in text.lines() {
-            if let Some(v) = line.strip_prefix(&key).and_then(|r| r.strip_prefix('\t')) {
-                let (a, b) = v.split_once('.')?;
-                return Some((a.parse().ok()?, b.parse().ok()?));
-            }
-        }
-        let v = crate::qemu::probe_version(qemu)?;
-        if self.create().is_ok() {
-            let line = format!("{key}\t{}.{}\n", v.0, v.1);
-            // Best effort: a lost cache line only costs a later re-probe.
-            let _ = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o600)
-                .open(&cache)
-                .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
-        }
-        Some(v)
-    }
 }
 
 /// Removes a tree from the store. A rootless caller with subordinate ids

@@ -57,9 +57,17 @@ pub fn prepare(
                     format!("use the host's handler instead: sudo xroot binfmt install {} (once), then --binfmt host", spec.name),
                 ));
             }
+            let mut finder = qemu::Finder::load(Some(ctx.store.cache_dir().join("qemu.tsv")));
             if native == Native::No {
-                let q = qemu::find(&spec.qemu, qemu_override)?;
-                out.registrations.push(registration(ctx, spec, &q));
+                let q = match qemu_override {
+                    Some(_) => qemu::find(&spec.qemu, qemu_override)?,
+                    None => match finder.lookup(&spec.qemu) {
+                        Lookup::Found(q) => q,
+                        // Not found (or dynamic): the full search explains why.
+                        _ => qemu::find(&spec.qemu, None)?,
+                    },
+                };
+                out.registrations.push(registration(spec, &q, &mut finder));
             }
             // Every other foreign arch with a qemu too, so a guest program may
             // exec a program of yet another arch.
@@ -67,9 +75,12 @@ pub fn prepare(
                 if other.qemu == spec.qemu || host::native(other) != Native::No {
                     continue;
                 }
-                if let Lookup::Found(q) = qemu::lookup(&other.qemu, None) {
-                    out.registrations.push(registration(ctx, other, &q));
+                if let Lookup::Found(q) = finder.lookup(&other.qemu) {
+                    out.registrations.push(registration(other, &q, &mut finder));
                 }
+            }
+            if ctx.store.create().is_ok() {
+                finder.save();
             }
         }
         BinfmtMode::Host => {
@@ -81,8 +92,8 @@ pub fn prepare(
     Ok(out)
 }
 
-fn registration(ctx: &Ctx, spec: &Spec, qemu: &Path) -> Registration {
-    let p = want_preserve_argv0(host::kernel_version(), ctx.store.qemu_version(qemu));
+fn registration(spec: &Spec, qemu: &Path, finder: &mut qemu::Finder) -> Registration {
+    let p = want_preserve_argv0(host::kernel_version(), finder.version(qemu));
     Registration {
         name: format!("qemu-{}", spec.qemu),
         magic: spec.binfmt.clone(),
@@ -148,7 +159,7 @@ fn ensure_host_handler(ctx: &Ctx, spec: &Spec, qemu_override: Option<&Path>) -> 
             ));
         }
         let q = qemu::find(&spec.qemu, qemu_override)?;
-        let r = registration(ctx, spec, &q);
+        let r = registration(spec, &q, &mut qemu::Finder::load(None));
         inst.register(&r)?;
         ctx.ui.info(format!(
             "registered host binfmt handler {} → {} (flags {})",
@@ -415,7 +426,7 @@ fn install(ctx: &Ctx, arches: &[String], force: bool, qemu_override: Option<&Pat
                 ));
             }
         }
-        let r = registration(ctx, spec, &q);
+        let r = registration(spec, &q, &mut qemu::Finder::load(None));
         // A handler of the same name that claims other bytes is in the way too.
         if inst.dir.join(&r.name).exists() {
             if !force {

@@ -106,8 +106,11 @@ impl IdMap {
                 newuidmap,
                 newgidmap,
             } => {
-                helper(newuidmap, pid, *uid, subuid)?;
-                helper(newgidmap, pid, *gid, subgid)
+                // Both helpers at once: each is a setuid process start,
+                // the largest part of a rootless launch's overhead.
+                let u = helper(newuidmap, pid, *uid, subuid)?;
+                let g = helper(newgidmap, pid, *gid, subgid)?;
+                finish(newuidmap, u).and(finish(newgidmap, g))
             }
         }
     }
@@ -155,8 +158,9 @@ fn write(p: &Path, s: &str) -> Result<()> {
     fs::write(p, s).with_context(|| format!("writing {:?} to {}", s.trim(), p.display()))
 }
 
-fn helper(tool: &Path, pid: i32, id: u32, r: &Range) -> Result<()> {
-    let out = Command::new(tool)
+/// Starts `newuidmap`/`newgidmap` for `pid`: 0 → id, 1.. → the range.
+fn helper(tool: &Path, pid: i32, id: u32, r: &Range) -> Result<std::process::Child> {
+    Command::new(tool)
         .args([
             pid.to_string(),
             "0".into(),
@@ -166,8 +170,17 @@ fn helper(tool: &Path, pid: i32, id: u32, r: &Range) -> Result<()> {
             r.start.to_string(),
             r.count.to_string(),
         ])
-        .output()
-        .with_context(|| format!("running {}", tool.display()))?;
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {}", tool.display()))
+}
+
+fn finish(tool: &Path, child: std::process::Child) -> Result<()> {
+    let out = child
+        .wait_with_output()
+        .with_context(|| format!("waiting for {}", tool.display()))?;
     if !out.status.success() {
         bail!(
             "{} failed: {}",

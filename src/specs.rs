@@ -10,7 +10,14 @@ use serde::Deserialize;
 
 use crate::error::hinted;
 
-include!(concat!(env!("OUT_DIR"), "/specs.rs"));
+mod embedded {
+    // The TOML form is read by the tests only; xroot parses the JSON form.
+    #![allow(dead_code)]
+    include!(concat!(env!("OUT_DIR"), "/specs.rs"));
+}
+#[cfg(test)]
+use embedded::EMBEDDED_SPECS;
+use embedded::EMBEDDED_SPECS_JSON;
 
 /// One architecture.
 #[derive(Debug, Clone, Deserialize)]
@@ -117,17 +124,25 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// The specs compiled into this binary.
+    /// The specs compiled into this binary (their JSON form: see build.rs).
     pub fn builtin() -> Result<Catalog> {
-        Catalog::parse(EMBEDDED_SPECS)
+        Catalog::build(EMBEDDED_SPECS_JSON, |t| {
+            serde_json::from_str(t).map_err(|e| e.to_string())
+        })
     }
 
-    /// Parses and cross-checks a set of spec files.
+    /// Parses and cross-checks a set of spec files (TOML).
+    #[cfg(test)]
     pub fn parse(files: &[(&str, &str)]) -> Result<Catalog> {
+        Catalog::build(files, |t| toml::from_str(t).map_err(|e| e.to_string()))
+    }
+
+    fn build(files: &[(&str, &str)], de: fn(&str) -> Result<Spec, String>) -> Result<Catalog> {
         let mut specs = Vec::with_capacity(files.len());
         for (file, text) in files {
-            let spec: Spec =
-                toml::from_str(text).with_context(|| format!("rootfs-specs/{file} is invalid"))?;
+            let spec: Spec = de(text)
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("rootfs-specs/{file} is invalid"))?;
             if file.strip_suffix(".toml") != Some(spec.name.as_str()) {
                 bail!(
                     "rootfs-specs/{file} names arch {:?}; the file must be named after it",
@@ -254,6 +269,17 @@ mod tests {
     fn header(path: &std::path::Path) -> Vec<u8> {
         let data = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         data[..64.min(data.len())].to_vec()
+    }
+
+    /// What the binary parses (JSON made by build.rs) is what the files say.
+    #[test]
+    fn json_and_toml_forms_agree() {
+        let from_json = Catalog::builtin().unwrap();
+        let from_toml = Catalog::parse(EMBEDDED_SPECS).unwrap();
+        assert_eq!(
+            format!("{:?}", from_json.specs),
+            format!("{:?}", from_toml.specs)
+        );
     }
 
     #[test]

@@ -5,11 +5,20 @@ use crate::specs::Spec;
 
 /// Kernel version as (major, minor), from `uname -r`.
 pub fn kernel_version() -> (u32, u32) {
-    parse_kernel_release(
-        &nix::sys::utsname::uname()
-            .map(|u| u.release().to_string_lossy().into_owned())
-            .unwrap_or_default(),
-    )
+    parse_kernel_release(&uname().0)
+}
+
+/// (release, machine), asked once per process: both are consulted for
+/// every arch during a launch.
+fn uname() -> &'static (String, String) {
+    static U: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+    U.get_or_init(|| match nix::sys::utsname::uname() {
+        Ok(u) => (
+            u.release().to_string_lossy().into_owned(),
+            u.machine().to_string_lossy().into_owned(),
+        ),
+        Err(_) => Default::default(),
+    })
 }
 
 /// Parses "6.18.44-fc-v657" into (6, 18). Unknown formats give (0, 0),
@@ -29,9 +38,7 @@ pub fn kernel_at_least(major: u32, minor: u32) -> bool {
 
 /// `uname -m` of the host.
 pub fn machine() -> String {
-    nix::sys::utsname::uname()
-        .map(|u| u.machine().to_string_lossy().into_owned())
-        .unwrap_or_default()
+    uname().1.clone()
 }
 
 /// How the host CPU runs an arch.

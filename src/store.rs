@@ -163,6 +163,9 @@ impl Store {
             self.cache_dir(),
             self.home.join("locks"),
         ] {
+            if d.is_dir() {
+                continue; // the common case: one stat, no mkdir
+            }
             fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)

@@ -131,8 +131,53 @@ impl Catalog {
         })
     }
 
+    /// The built-in specs plus the user's own: every `*.toml` in
+    /// `$XROOT_SPECS_DIR` (else `$XROOT_HOME/specs`, when it exists), in the
+    /// same format. A user spec with a built-in's name replaces it, so a
+    /// site can point an arch at its own mirror or tarball.
+    pub fn with_user_specs(dir: &std::path::Path) -> Result<Catalog> {
+        let builtin = Catalog::builtin()?;
+        let rd = match std::fs::read_dir(dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(builtin),
+            Err(e) => {
+                return Err(e).with_context(|| format!("reading spec directory {}", dir.display()))
+            }
+        };
+        let mut texts = Vec::new();
+        for e in rd {
+            let p = e
+                .with_context(|| format!("reading spec directory {}", dir.display()))?
+                .path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                let name = p
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or_default()
+                    .to_string();
+                let text = std::fs::read_to_string(&p)
+                    .with_context(|| format!("reading {}", p.display()))?;
+                texts.push((name, text));
+            }
+        }
+        if texts.is_empty() {
+            return Ok(builtin);
+        }
+        let files: Vec<(&str, &str)> = texts
+            .iter()
+            .map(|(n, t)| (n.as_str(), t.as_str()))
+            .collect();
+        let user = Catalog::parse(&files).with_context(|| format!("in {}", dir.display()))?;
+        let mut specs: Vec<Spec> = builtin
+            .specs
+            .into_iter()
+            .filter(|b| user.find(&b.name).is_none())
+            .collect();
+        specs.extend(user.specs);
+        Catalog::check(specs)
+    }
+
     /// Parses and cross-checks a set of spec files (TOML).
-    #[cfg(test)]
     pub fn parse(files: &[(&str, &str)]) -> Result<Catalog> {
         Catalog::build(files, |t| toml::from_str(t).map_err(|e| e.to_string()))
     }
@@ -159,6 +204,11 @@ impl Catalog {
             }
             specs.push(spec);
         }
+        Catalog::check(specs)
+    }
+
+    /// Names and aliases must be unique; the catalog is sorted by name.
+    fn check(mut specs: Vec<Spec>) -> Result<Catalog> {
         let mut seen = std::collections::HashMap::new();
         for s in &specs {
             for n in std::iter::once(&s.name).chain(&s.aliases) {

@@ -377,3 +377,108 @@ fn import_with_bad_checksum_installs_nothing() {
         0
     );
 }
+
+/// A spec of the user's own (XROOT_SPECS_DIR) with a plain tarball source,
+/// by pinned sha256 or by checksum file, and one that replaces a built-in.
+#[test]
+fn user_specs_with_tarball_sources() {
+    if !sandbox_ready("aarch64") {
+        return;
+    }
+    let server = MirrorServer::alpine();
+    let specs = tempfile::tempdir().unwrap();
+    let url = format!(
+        "{}/v3.20/releases/aarch64/alpine-minirootfs-3.20.3-aarch64.tar.gz",
+        server.url
+    );
+    let spec = |name: &str, source: &str| {
+        format!(
+            "name = \"{name}\"\naliases = []\ndescription = \"test arch\"\nuname = \"aarch64\"\nqemu = \"aarch64\"\n\
+             [binfmt]\nmagic = \"7f454c460201010000000000000000000200b700\"\nmask = \"ffffffffffffff00fffffffffffffffffeffffff\"\n\
+             [source]\nkind = \"tarball\"\n{source}"
+        )
+    };
+    std::fs::write(
+        specs.path().join("pinned64.toml"),
+        spec(
+            "pinned64",
+            &format!(
+                "url = \"{url}\"\nsha256 = \"{AARCH64_SHA256}\"\nversion = \"3.20.3-pinned\"\n"
+            ),
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        specs.path().join("summed64.toml"),
+        spec(
+            "summed64",
+            &format!("url = \"{url}\"\nsha256_url = \"{url}.sha256\"\n"),
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        specs.path().join("bad64.toml"),
+        spec(
+            "bad64",
+            &format!("url = \"{url}\"\nsha256 = \"{}\"\n", "1".repeat(64)),
+        ),
+    )
+    .unwrap();
+    let env = Env::new(&server.url);
+    let run = |args: &[&str]| {
+        env.cmd()
+            .env("XROOT_SPECS_DIR", specs.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for name in ["pinned64", "summed64"] {
+        ok(&run(&["fetch", name, "--quiet"]));
+        assert_eq!(
+            ok(&run(&["run", name, "--", "cat", "/etc/alpine-release"])),
+            "3.20.3\n",
+            "{name}"
+        );
+    }
+    let o = run(&["fetch", "bad64"]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("sha256 mismatch"),
+        "{}",
+        stderr(&o)
+    );
+    let v: serde_json::Value = serde_json::from_str(&ok(&run(&["list", "--json"]))).unwrap();
+    let row = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["arch"] == "pinned64")
+        .unwrap();
+    assert_eq!(row["source"], url.as_str());
+    assert_eq!(row["installed"][0]["version"], "3.20.3-pinned");
+    // A user spec named like a built-in replaces it.
+    std::fs::write(
+        specs.path().join("s390x.toml"),
+        spec(
+            "s390x",
+            &format!("url = \"{url}\"\nsha256 = \"{AARCH64_SHA256}\"\n"),
+        )
+        .replace("aliases = []", "aliases = [\"zarch\"]"),
+    )
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&ok(&run(&["list", "--json"]))).unwrap();
+    let row = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["arch"] == "s390x")
+        .unwrap();
+    assert_eq!(row["source"], url.as_str());
+    // A broken user spec is an error naming the file.
+    std::fs::write(specs.path().join("broken.toml"), "name = 3").unwrap();
+    let o = run(&["list"]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("broken.toml"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -25,11 +25,19 @@ pub struct Ctx {
     pub ui: Ui,
 }
 
+/// `$XROOT_SPECS_DIR`, else `$XROOT_HOME/specs` (see `Catalog::with_user_specs`).
+fn user_specs_dir() -> Result<std::path::PathBuf> {
+    match std::env::var_os("XROOT_SPECS_DIR").filter(|v| !v.is_empty()) {
+        Some(d) => Ok(d.into()),
+        None => Ok(Store::default_home()?.join("specs")),
+    }
+}
+
 /// Runs a subcommand and returns the process exit status.
 pub fn dispatch(cmd: Command, ui: Ui) -> Result<i32> {
     crate::ui::trace("arguments parsed");
     let ctx = Ctx {
-        catalog: Catalog::builtin()?,
+        catalog: Catalog::with_user_specs(&user_specs_dir()?)?,
         store: Store::at(Store::default_home()?),
         ui,
     };

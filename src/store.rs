@@ -126,6 +126,12 @@ pub struct Lock {
     _file: File,
 }
 
+impl std::os::fd::AsRawFd for Lock {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self._file.as_raw_fd()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Store {
     pub home: PathBuf,

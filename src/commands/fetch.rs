@@ -276,6 +276,7 @@ fn apk_add(
         user: None,
         create_user: false,
         workdir_is_default: false,
+        close_fds: Vec::new(),
     };
     ui.info(format!("adding {list} to {id} (apk add)"));
     let status =

@@ -174,6 +174,7 @@ pub fn run(ctx: &Ctx, arch: Option<String>, g: GuestArgs, cmd: Vec<String>) -> R
         user,
         create_user: g.create_user,
         workdir_is_default,
+        close_fds: lock.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect(),
     };
     crate::ui::trace("configured");
     let result = sandbox::run(&cfg);

@@ -3,6 +3,7 @@
 //! kernel kills everything left in the PID namespace.
 
 use std::ffi::CString;
+use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -78,7 +79,7 @@ pub fn reset_signals() {
 /// unmount or remount read-write what we mounted read-only (/proc/sys,
 /// /sys, /etc/resolv.conf, --ro-bind), which for a root caller would give
 /// host uid 0 write access to host kernel settings. bubblewrap does the same.
-pub fn run(cfg: &Config) -> ! {
+pub fn run(cfg: &Config, status_fd: RawFd) -> ! {
     let nested = cfg.idmap.nested();
     // New UTS and IPC namespaces too, owned by the nested user namespace,
     // so the guest's root may still set its hostname and manage SysV IPC.
@@ -89,9 +90,9 @@ pub fn run(cfg: &Config) -> ! {
             install_forwarding(child);
             loop {
                 match waitpid(None, Some(WaitPidFlag::__WALL)) {
-                    Ok(WaitStatus::Exited(pid, code)) if pid == child => std::process::exit(code),
+                    Ok(WaitStatus::Exited(pid, code)) if pid == child => report(status_fd, code),
                     Ok(WaitStatus::Signaled(pid, sig, _)) if pid == child => {
-                        std::process::exit(128 + sig as i32)
+                        report(status_fd, 128 + sig as i32)
                     }
                     Ok(_) => continue, // an orphan reaped
                     Err(nix::errno::Errno::EINTR) => continue,
@@ -245,6 +246,16 @@ fn resolve(arg0: &CString, env: &[CString]) -> Option<PathBuf> {
             use std::os::unix::fs::PermissionsExt;
             std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         })
+}
+
+/// Hands the command's status to xroot outside, then exits with it. xroot
+/// returns as soon as it has the status; the kernel's dismantling of our
+/// namespaces (killing leftover guest processes, unmounting two mount
+/// trees) then finishes without keeping the caller waiting.
+fn report(status_fd: RawFd, code: i32) -> ! {
+    // SAFETY: writing 4 bytes from a local to a pipe fd we own.
+    unsafe { libc::write(status_fd, code.to_le_bytes().as_ptr().cast(), 4) };
+    std::process::exit(code)
 }
 
 /// Reports a failure inside the sandbox and exits. 125: xroot's own setup

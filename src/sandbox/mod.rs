@@ -21,6 +21,8 @@ mod mounts;
 pub mod user;
 
 use std::ffi::CString;
+use std::io::Read;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -66,6 +68,8 @@ pub struct Config {
     pub create_user: bool,
     /// The working directory was not asked for: use the --user's home.
     pub workdir_is_default: bool,
+    /// Caller fds to close in the guest's PID 1.
+    pub close_fds: Vec<RawFd>,
 }
 
 /// Runs the guest and returns its exit status (128+N if killed by signal N).
@@ -74,16 +78,38 @@ pub fn run(cfg: &Config) -> Result<i32> {
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC;
-    let pid = userns::spawn(flags, &cfg.idmap, &mut || child(cfg))?;
+    // PID 1 writes the command's status here just before it exits.
+    let (status_r, status_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| anyhow::anyhow!("creating a pipe: {e}"))?;
+    let w = status_w.as_raw_fd();
+    let pid = userns::spawn(flags, &cfg.idmap, &mut || child(cfg, w))?;
+    drop(status_w);
     init::install_forwarding(pid);
-    let status = userns::wait(pid);
+    let mut buf = [0u8; 4];
+    let status = match std::fs::File::from(status_r).read_exact(&mut buf) {
+        // The command is done; PID 1 may still be tearing down its
+        // namespaces: reap it if it is already gone, else leave that to
+        // the kernel (and to init, should we exit first).
+        Ok(()) => {
+            let _ = nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+            Ok(i32::from_le_bytes(buf))
+        }
+        // PID 1 ended without a status: setup failed (125) or it was killed.
+        Err(_) => userns::wait(pid),
+    };
     // Signals are ours again (a fetch may go on after `apk add` ran).
     init::reset_signals();
     status
 }
 
 /// The child: PID 1 of the new namespaces, its ids already mapped.
-fn child(cfg: &Config) -> i32 {
+fn child(cfg: &Config, status_fd: RawFd) -> i32 {
+    // Inherited fds the guest must not hold (the store lock: a run's lock
+    // belongs to xroot outside, which releases it when the command ends).
+    for fd in &cfg.close_fds {
+        // SAFETY: closing our copies of the caller's fds.
+        unsafe { libc::close(*fd) };
+    }
     if let Err(e) = mounts::setup(cfg) {
         let mut msg = format!("setting up the guest: {e}");
         for c in e.chain().skip(1) {
@@ -94,5 +120,5 @@ fn child(cfg: &Config) -> i32 {
             .unwrap_or_default();
         init::die(125, &format!("{msg}{hint}"));
     }
-    init::run(cfg)
+    init::run(cfg, status_fd)
 }

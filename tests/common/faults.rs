@@ -423,7 +423,7 @@ pub fn names(dir: &Path) -> Vec<String> {
 pub fn cached_downloads(home: &Path) -> Vec<String> {
     names(&home.join("cache"))
         .into_iter()
-        .filter(|n| n != "qemu-versions.tsv")
+        .filter(|n| n != "qemu.tsv") // the qemu lookup cache, not a download
         .collect()
 }
 

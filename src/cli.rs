@@ -133,6 +133,11 @@ pub struct BinfmtArgs {
     /// Use this qemu-user binary (must be statically linked).
     #[arg(long, value_name = "PATH")]
     pub qemu: Option<PathBuf>,
+    /// With private handlers: register every foreign arch that has a qemu,
+    /// not just the guest's, so a guest program can exec programs of other
+    /// arches (costs ~0.3 ms per launch).
+    #[arg(long, env = "XROOT_MULTIARCH")]
+    pub multiarch: bool,
 }
 
 #[derive(Debug, Args)]

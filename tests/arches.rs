@@ -133,10 +133,25 @@ fn foreign_program_execs_another_foreign_arch_with_argv0() {
         t.path(),
         &[("aarch64", "probe"), ("s390x", "be"), ("mips64el", "mips")],
     );
-    // aarch64 → s390x (argv[0] chosen by the caller) → mips64el.
+    // Without --multiarch only the guest's own arch has a handler: exec of
+    // another foreign arch fails, and says why.
     let o = env.run(&[
         "run",
         "aarch64",
+        "--rootfs",
+        root.to_str().unwrap(),
+        "--",
+        "/probe",
+        "exec",
+        "/be",
+    ]);
+    let out = stdout(&o);
+    assert!(out.contains("exec_error=Exec format error"), "{out}");
+    // With it: aarch64 → s390x → mips64el.
+    let o = env.run(&[
+        "run",
+        "aarch64",
+        "--multiarch",
         "--rootfs",
         root.to_str().unwrap(),
         "--",

@@ -38,6 +38,7 @@ pub fn prepare(
     spec: &Spec,
     mode: Option<BinfmtMode>,
     qemu_override: Option<&Path>,
+    multiarch: bool,
 ) -> Result<Prepared> {
     let native = host::native(spec);
     let mode = mode.unwrap_or(if private_supported() {
@@ -69,10 +70,12 @@ pub fn prepare(
                 };
                 out.registrations.push(registration(spec, &q, &mut finder));
             }
-            // Every other foreign arch with a qemu too, so a guest program may
-            // exec a program of yet another arch.
+            // With --multiarch, every other foreign arch with a qemu too, so a
+            // guest program may exec a program of yet another arch. Not by
+            // default: each handler costs launch time (a lookup, a
+            // registration that opens qemu, its teardown).
             for other in ctx.catalog.qemu_targets() {
-                if other.qemu == spec.qemu || host::native(other) != Native::No {
+                if !multiarch || other.qemu == spec.qemu || host::native(other) != Native::No {
                     continue;
                 }
                 if let Lookup::Found(q) = finder.lookup(&other.qemu) {

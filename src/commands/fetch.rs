@@ -107,8 +107,10 @@ pub fn fetch_all(ctx: &Ctx, a: FetchArgs) -> Result<()> {
     for ((spec, req), r) in jobs.iter().zip(results) {
         match r {
             // Make sure it can run, now rather than at the first `run`.
-            Ok(_) => super::binfmt::prepare(ctx, spec, a.binfmt.binfmt, a.binfmt.qemu.as_deref())
-                .map(|_| ())?,
+            Ok(_) => {
+                super::binfmt::prepare(ctx, spec, a.binfmt.binfmt, a.binfmt.qemu.as_deref(), false)
+                    .map(|_| ())?
+            }
             Err(e) if jobs.len() == 1 => return Err(e),
             Err(e) => {
                 ctx.ui.warn(format!("{}: {e:#}", req.id));
@@ -235,7 +237,7 @@ fn apk_add(
     if let Some(text) = repositories(m)? {
         write_repositories(root, &text)?;
     }
-    let prepared = super::binfmt::prepare(ctx, spec, b.binfmt, b.qemu.as_deref())?;
+    let prepared = super::binfmt::prepare(ctx, spec, b.binfmt, b.qemu.as_deref(), false)?;
     // apk's progress goes to stdout; `exec ... >&2` keeps stdout for the
     // user's own use (xroot fetch prints nothing there).
     let mut argv: Vec<String> = ["/bin/sh", "-c", "exec \"$@\" >&2", "sh", "apk", "add"]

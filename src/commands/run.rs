@@ -32,7 +32,13 @@ pub fn run(ctx: &Ctx, arch: Option<String>, g: GuestArgs, cmd: Vec<String>) -> R
     // Shared lock: `xroot rm` of this rootfs waits for us to finish.
     let lock = ctx.store.lock_named(&lock_name, false, true)?;
     crate::ui::trace("rootfs resolved and checked");
-    let prepared = super::binfmt::prepare(ctx, spec, g.binfmt.binfmt, g.binfmt.qemu.as_deref())?;
+    let prepared = super::binfmt::prepare(
+        ctx,
+        spec,
+        g.binfmt.binfmt,
+        g.binfmt.qemu.as_deref(),
+        g.binfmt.multiarch,
+    )?;
     let idmap = IdMap::for_caller();
 
     // Mount points that the rootfs lacks are created now and removed after

@@ -245,7 +245,7 @@ fn serve(mut conn: TcpStream, root: &Path, state: &Mutex<State>, stop: &AtomicBo
             Reply::FailFirst { times, status } if n <= times => Reply::Status(status),
             Reply::FailFirst { .. } => Reply::Mirror,
             Reply::CutFirst { times } if n <= times => {
-                let full = resolve(root, &path)
+                let full = super::resolve(root, &path)
                     .and_then(|f| std::fs::read(f).ok())
                     .unwrap_or_default();
                 Reply::Lying {
@@ -270,7 +270,7 @@ fn serve(mut conn: TcpStream, root: &Path, state: &Mutex<State>, stop: &AtomicBo
     };
     match reply {
         Reply::Mirror | Reply::CutFirst { .. } => {
-            match resolve(root, &path).and_then(|f| std::fs::read(f).ok()) {
+            match super::resolve(root, &path).and_then(|f| std::fs::read(f).ok()) {
                 Some(body) => send(&mut conn, 200, &body, &count),
                 None => send(&mut conn, 404, b"not found\n", &count),
             }
@@ -376,30 +376,6 @@ fn send(conn: &mut TcpStream, code: u16, body: &[u8], count: &dyn Fn(usize)) {
     {
         count(body.len());
     }
-}
-
-/// Maps a URL path to a file under `root` as [`super::MirrorServer`] does,
-/// following the mirror's `latest-stable` "symlink file".
-fn resolve(root: &Path, url_path: &str) -> Option<PathBuf> {
-    let mut cur = root.to_path_buf();
-    let parts: Vec<&str> = url_path.split('/').filter(|p| !p.is_empty()).collect();
-    for (i, part) in parts.iter().enumerate() {
-        if *part == ".." || *part == "." {
-            return None;
-        }
-        let next = cur.join(part);
-        if i + 1 < parts.len() && next.is_file() {
-            let target = std::fs::read_to_string(&next).ok()?;
-            let target = target.trim();
-            if target.is_empty() || target.contains('/') || !cur.join(target).is_dir() {
-                return None;
-            }
-            cur = cur.join(target);
-        } else {
-            cur = next;
-        }
-    }
-    cur.is_file().then_some(cur)
 }
 
 // ---------------------------------------------------------------------------

@@ -214,7 +214,7 @@ impl Drop for MirrorServer {
 
 /// Maps a URL path to a file under `root`, refusing `..`, following
 /// "symlink files" (a file whose whole content names a sibling directory).
-fn resolve(root: &Path, url_path: &str) -> Option<PathBuf> {
+pub fn resolve(root: &Path, url_path: &str) -> Option<PathBuf> {
     let mut cur = root.to_path_buf();
     let parts: Vec<&str> = url_path.split('/').filter(|p| !p.is_empty()).collect();
     for (i, part) in parts.iter().enumerate() {

@@ -59,7 +59,7 @@ def load_phases(path):
 
     runs, cur = [], None
     for line in open(path, errors="replace"):
-        m = re.search(r"trace:\s+(\d+) µs\s+\[(\d+)\] (.*)", line)
+        m = re.search(r"trace:\s+(\d+) µs\s+(?:\d+ faults\s+)?\[(\d+)\] (.*)", line)
         if not m:
             continue
         t, phase = int(m.group(1)), m.group(3).strip()

@@ -170,6 +170,39 @@ mod tests {
     }
 
     #[test]
+    fn one_cache_file_per_path_and_only_the_newest_kept() {
+        let t = tempfile::tempdir().unwrap();
+        for i in 0..MAX_CACHE_FILES + 4 {
+            std::fs::write(t.path().join(format!("qemu-{i:016x}.tsv")), "v1 PATH=/x\n").unwrap();
+        }
+        std::fs::write(t.path().join("alpine.tar.gz"), "not a cache").unwrap();
+        let mut f = Finder::load_in(t.path());
+        let mine = f.file.clone().unwrap();
+        f.lookup("no-such-target");
+        f.save();
+        let names: Vec<String> = std::fs::read_dir(t.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(
+            names.iter().filter(|n| is_cache_file(n)).count(),
+            MAX_CACHE_FILES,
+            "{names:?}"
+        );
+        assert!(mine.exists(), "the cache just written is kept");
+        assert!(
+            names.contains(&"alpine.tar.gz".to_string()),
+            "downloads are not touched"
+        );
+        // Another PATH gets another file.
+        assert_eq!(
+            mine.file_name().unwrap().to_str().unwrap(),
+            cache_name(&std::env::var("PATH").unwrap_or_default())
+        );
+        assert_ne!(cache_name("/usr/bin:/bin"), cache_name("/bin:/usr/bin"));
+    }
+
+    #[test]
     fn dynamic_binary_is_refused() {
         // /bin/ls stands in for a dynamically linked qemu.
         let err = find("aarch64", Some(Path::new("/bin/ls"))).unwrap_err();
@@ -207,6 +240,15 @@ struct Entry {
 }
 
 impl Finder {
+    /// Loads the cache for the current `$PATH` from `dir`: one small file
+    /// per `$PATH` (named by its hash), so switching between shells, `sudo`
+    /// and CI environments does not keep invalidating a single cache. At
+    /// most [`MAX_CACHE_FILES`] are kept; the least recently written go.
+    pub fn load_in(dir: &Path) -> Finder {
+        let path_var = std::env::var("PATH").unwrap_or_default();
+        Finder::load(Some(dir.join(cache_name(&path_var))))
+    }
+
     /// Loads the cache at `file` (None: no cache, always search).
     pub fn load(file: Option<PathBuf>) -> Finder {
         let signature = path_signature(std::env::var("PATH").ok().as_deref());
@@ -325,6 +367,43 @@ impl Finder {
         if std::fs::write(&tmp, text).is_ok() && std::fs::rename(&tmp, file).is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
+        if let Some(dir) = file.parent() {
+            prune(dir);
+        }
+    }
+}
+
+/// The cache file's name for a `$PATH` value.
+fn cache_name(path_var: &str) -> String {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(path_var.as_bytes());
+    format!("qemu-{}.tsv", crate::fetch::stream::hex(&h[..8]))
+}
+
+/// How many per-`$PATH` qemu caches [`Finder::load_in`] keeps.
+pub const MAX_CACHE_FILES: usize = 8;
+
+/// Whether `name` is one of the qemu lookup caches (not a download).
+pub fn is_cache_file(name: &str) -> bool {
+    name.starts_with("qemu-") && name.ends_with(".tsv")
+}
+
+/// Removes all but the [`MAX_CACHE_FILES`] newest qemu caches in `dir`.
+fn prune(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut caches: Vec<(std::time::SystemTime, PathBuf)> = rd
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_str().is_some_and(is_cache_file))
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    if caches.len() <= MAX_CACHE_FILES {
+        return;
+    }
+    caches.sort();
+    for (_, p) in &caches[..caches.len() - MAX_CACHE_FILES] {
+        let _ = std::fs::remove_file(p);
     }
 }
 

@@ -209,12 +209,18 @@ impl Catalog {
 
     /// Names and aliases must be unique; the catalog is sorted by name.
     fn check(mut specs: Vec<Spec>) -> Result<Catalog> {
-        let mut seen = std::collections::HashMap::new();
-        for s in &specs {
-            for n in std::iter::once(&s.name).chain(&s.aliases) {
-                if let Some(other) = seen.insert(n.to_ascii_lowercase(), s.name.clone()) {
-                    bail!("name {n:?} is used by both {other} and {}", s.name);
-                }
+        // A plain scan: ~80 names, and it runs at every launch.
+        let names: Vec<(&str, &str)> = specs
+            .iter()
+            .flat_map(|s| {
+                std::iter::once(&s.name)
+                    .chain(&s.aliases)
+                    .map(move |n| (n.as_str(), s.name.as_str()))
+            })
+            .collect();
+        for (i, (n, owner)) in names.iter().enumerate() {
+            if let Some((_, other)) = names[..i].iter().find(|(m, _)| m.eq_ignore_ascii_case(n)) {
+                bail!("name {n:?} is used by both {other} and {owner}");
             }
         }
         specs.sort_by(|a, b| a.name.cmp(&b.name));
@@ -293,18 +299,34 @@ impl Catalog {
 
 /// Decodes a hex string, allowing spaces and `\x` prefixes for readability.
 pub fn decode_hex(s: &str) -> Result<Vec<u8>, String> {
-    let clean: String = s
-        .replace("\\x", "")
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .collect();
-    if clean.len() % 2 != 0 {
+    // One pass, no intermediate strings: every launch decodes every
+    // built-in spec's magic and mask (~8 KB of `\x..` text).
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len() / 2);
+    let mut high: Option<u8> = None;
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        i += 1;
+        if c == b'\\' && b.get(i) == Some(&b'x') {
+            i += 1;
+            continue;
+        }
+        if c.is_ascii_whitespace() {
+            continue;
+        }
+        let Some(d) = (c as char).to_digit(16) else {
+            return Err(format!("not hex: {s:?}"));
+        };
+        match high.take() {
+            None => high = Some(d as u8),
+            Some(h) => out.push(h << 4 | d as u8),
+        }
+    }
+    if high.is_some() {
         return Err(format!("odd number of hex digits in {s:?}"));
     }
-    (0..clean.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&clean[i..i + 2], 16).map_err(|_| format!("not hex: {s:?}")))
-        .collect()
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -319,6 +341,15 @@ mod tests {
     fn header(path: &std::path::Path) -> Vec<u8> {
         let data = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         data[..64.min(data.len())].to_vec()
+    }
+
+    #[test]
+    fn hex_decoding() {
+        assert_eq!(decode_hex("\\x7f\\x45 4c\n46").unwrap(), b"\x7fELF");
+        assert_eq!(decode_hex("").unwrap(), b"");
+        assert!(decode_hex("\\x7").unwrap_err().contains("odd number"));
+        assert!(decode_hex("\\x7g").unwrap_err().contains("not hex"));
+        assert!(decode_hex("\\y41").unwrap_err().contains("not hex"));
     }
 
     /// What the binary parses (JSON made by build.rs) is what the files say.

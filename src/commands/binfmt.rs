@@ -58,7 +58,7 @@ pub fn prepare(
                     format!("use the host's handler instead: sudo xroot binfmt install {} (once), then --binfmt host", spec.name),
                 ));
             }
-            let mut finder = qemu::Finder::load(Some(ctx.store.cache_dir().join("qemu.tsv")));
+            let mut finder = qemu::Finder::load_in(&ctx.store.cache_dir());
             if native == Native::No {
                 let q = match qemu_override {
                     Some(_) => qemu::find(&spec.qemu, qemu_override)?,

@@ -232,11 +232,37 @@ pub fn find_range(text: &str, uid: u32, name: Option<&str>) -> Option<Range> {
     })
 }
 
+/// The login name of `uid`: from /etc/passwd, else from `getent` (LDAP,
+/// sssd, systemd-homed users).
+///
+/// Not getpwuid(3): release builds link glibc statically (launch speed,
+/// see docs/performance.md), and a static glibc that has to load an NSS
+/// module from the host's shared glibc is fragile. /etc/passwd holds most
+/// users; the rest cost one `getent`, which uses the host's own NSS setup.
 pub fn user_name(uid: u32) -> Option<String> {
-    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+    if let Some(n) = fs::read_to_string("/etc/passwd")
         .ok()
-        .flatten()
-        .map(|u| u.name)
+        .and_then(|t| passwd_name(&t, uid))
+    {
+        return Some(n);
+    }
+    let out = Command::new("getent")
+        .args(["passwd", &uid.to_string()])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    passwd_name(&String::from_utf8_lossy(&out.stdout), uid)
+}
+
+/// The name on the first passwd(5) line for `uid`.
+pub fn passwd_name(text: &str, uid: u32) -> Option<String> {
+    text.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        let _password = f.next()?;
+        let u: u32 = f.next()?.parse().ok()?;
+        (u == uid && !name.is_empty() && !name.starts_with(['+', '-'])).then(|| name.to_string())
+    })
 }
 
 pub fn which(tool: &str) -> Option<PathBuf> {
@@ -272,6 +298,16 @@ mod tests {
         );
         assert_eq!(find_range(t, 1002, Some("bob")), None);
         assert_eq!(find_range("garbage\n", 1, None), None);
+    }
+
+    #[test]
+    fn passwd_lookup() {
+        let t = "root:x:0:0:root:/root:/bin/sh\n+:::\nalice:x:1000:1000::/home/alice:/bin/sh\nbroken\nbob:x:notanumber:1::/:/bin/sh\n";
+        assert_eq!(passwd_name(t, 0).as_deref(), Some("root"));
+        assert_eq!(passwd_name(t, 1000).as_deref(), Some("alice"));
+        assert_eq!(passwd_name(t, 1001), None);
+        // The real file agrees with the real NSS for root.
+        assert_eq!(user_name(0).as_deref(), Some("root"));
     }
 
     #[test]

@@ -49,6 +49,7 @@ pub fn spawn(
             return 125;
         }
         drop(go);
+        crate::ui::trace("ids mapped");
         child() as isize
     });
     // SAFETY: no CLONE_VM: the child gets a copy of our memory, like fork.

@@ -399,7 +399,7 @@ pub fn names(dir: &Path) -> Vec<String> {
 pub fn cached_downloads(home: &Path) -> Vec<String> {
     names(&home.join("cache"))
         .into_iter()
-        .filter(|n| n != "qemu.tsv") // the qemu lookup cache, not a download
+        .filter(|n| !(n.starts_with("qemu-") && n.ends_with(".tsv"))) // qemu lookup caches, not downloads
         .collect()
 }
 

@@ -119,8 +119,12 @@ def main():
 
     r("launch", "xroot", "bare", "launch: xroot / bare")
     r("launch", "xroot --binfmt host", "bare", "launch: xroot --binfmt host / bare")
-    r("launch", "xroot (rootless)", "bare (rootless)", "launch rootless: xroot / bare (unshare -r)")
-    r("launch", "xroot (rootless)", "bare (rootless, subids)", "launch rootless: xroot / bare (unshare --map-users=auto)")
+    r("launch", "xroot (rootless, one id)", "bare (rootless, one id)",
+      "launch rootless, one id: xroot / bare (unshare -r)")
+    r("launch", "xroot (rootless)", "bare (rootless, subids)",
+      "launch rootless, subordinate ids: xroot / bare (unshare --map-users=auto)")
+    r("launch", "xroot (rootless)", "bare (rootless)",
+      "launch rootless, subordinate ids: xroot / bare with one id (unshare -r)")
     r("launch", "bwrap", "xroot", "launch: bwrap / xroot")
     r("launch", "proot", "xroot", "launch: proot / xroot (speed-up)")
     r("launch", "xroot", "xroot --binfmt host", "launch: private / host binfmt")
@@ -149,7 +153,10 @@ def main():
         result["targets"].append({"id": tid, "target": text, "value": v, "limit": limit, "met": met})
 
     target("1a", "launch, root: xroot / bare <= 1.10", "launch: xroot / bare", 1.10, "max")
-    target("1b", "launch, rootless: xroot / bare <= 1.10", "launch rootless: xroot / bare (unshare -r)", 1.10, "max")
+    target("1b", "launch, rootless, one id (both ways map only the user): xroot / bare <= 1.10",
+           "launch rootless, one id: xroot / bare (unshare -r)", 1.10, "max")
+    target("1b'", "launch, rootless, subordinate ids (both ways map the user's range): xroot / bare <= 1.10",
+           "launch rootless, subordinate ids: xroot / bare (unshare --map-users=auto)", 1.10, "max")
     target("1c", "launch: xroot at least 2.5x faster than proot", "launch: proot / xroot (speed-up)", 2.5, "min")
     target("2", "exec-heavy: xroot / bare <= 1.02", "exec-heavy: xroot / bare", 1.02, "max")
     target("3a", "fetch cold: xroot / shell <= 1.0", "fetch cold: xroot / shell", 1.0, "max")

@@ -35,7 +35,8 @@ OUT=$REPO/bench/results
 ARCH=aarch64
 BRANCH=v3.20
 ALL_ARCHES=(aarch64 armhf armv7 ppc64le riscv64 s390x x86 x86_64)
-BENCH_USER=xroot-bench
+BENCH_USER=xroot-bench        # rootless, with subordinate ids (as useradd gives)
+BENCH_USER1=xroot-bench1id    # rootless, without: one id mapped
 INSTALL=0
 QUICK=0
 
@@ -132,6 +133,7 @@ HTTP_PID=
 ADDED_HANDLER=0
 MOUNTED_BINFMT=0
 CREATED_USER=0
+CREATED_USER1=0
 HOST_BINFMT=/proc/sys/fs/binfmt_misc
 
 cleanup() {
@@ -147,6 +149,9 @@ cleanup() {
     fi
     if [ "$CREATED_USER" = 1 ]; then
         userdel -r "$BENCH_USER" >/dev/null 2>&1 || say "warning: could not remove user $BENCH_USER (userdel -r $BENCH_USER)"
+    fi
+    if [ "$CREATED_USER1" = 1 ]; then
+        userdel -r "$BENCH_USER1" >/dev/null 2>&1 || say "warning: could not remove user $BENCH_USER1 (userdel -r $BENCH_USER1)"
     fi
     rm -rf "$WORK"
     [ $rc -ne 0 ] && say "failed (exit $rc); everything created was removed"
@@ -186,23 +191,26 @@ hf() {
         die "hyperfine failed in $group/$tag (log above)"
     fi
 }
-# the same, as the bench user (rootless), with its own XROOT_HOME
+# the same, as a bench user (rootless), with its own XROOT_HOME; U_NAME,
+# U_HOME and U_XHOME say which (use_user1 / use_user switch).
 hf_user() {
     local group=$1 tag=$2; shift 2
     mkdir -p "$RAW/$group"
-    install -d -o "$BENCH_USER" "$WORK/u-out"
-    if ! setpriv --reuid="$BENCH_USER" --regid="$BENCH_USER" --init-groups \
-        env -i HOME="$UHOME_DIR" PATH="$CLEAN_PATH" LANG=C.UTF-8 XROOT_HOME="$UXROOT_HOME" \
+    install -d -o "$U_NAME" "$WORK/u-out"
+    if ! setpriv --reuid="$U_NAME" --regid="$U_NAME" --init-groups \
+        env -i HOME="$U_HOME" PATH="$CLEAN_PATH" LANG=C.UTF-8 XROOT_HOME="$U_XHOME" \
         hyperfine -N --style basic --export-json "$WORK/u-out/$tag.json" "$@" >"$RAW/$group/$tag.log" 2>&1; then
         tail -n 20 "$RAW/$group/$tag.log" >&2
-        die "hyperfine (as $BENCH_USER) failed in $group/$tag (log above)"
+        die "hyperfine (as $U_NAME) failed in $group/$tag (log above)"
     fi
     cp "$WORK/u-out/$tag.json" "$RAW/$group/$tag.json"
 }
 as_user() {
-    setpriv --reuid="$BENCH_USER" --regid="$BENCH_USER" --init-groups \
-        env -i HOME="$UHOME_DIR" PATH="$CLEAN_PATH" LANG=C.UTF-8 XROOT_HOME="$UXROOT_HOME" "$@"
+    setpriv --reuid="$U_NAME" --regid="$U_NAME" --init-groups \
+        env -i HOME="$U_HOME" PATH="$CLEAN_PATH" LANG=C.UTF-8 XROOT_HOME="$U_XHOME" "$@"
 }
+use_user() { U_NAME=$BENCH_USER U_HOME=$UHOME_DIR U_XHOME=$UXROOT_HOME; }
+use_user1() { U_NAME=$BENCH_USER1 U_HOME=$UHOME_DIR1 U_XHOME=$UXROOT_HOME1; }
 
 T0=$(date +%s)
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -239,13 +247,30 @@ else
     useradd -m "$BENCH_USER" || die "useradd $BENCH_USER failed"
     CREATED_USER=1
 fi
+has_subids() { grep -q "^$1:" /etc/subuid 2>/dev/null && grep -q "^$1:" /etc/subgid 2>/dev/null; }
+# useradd gives subordinate ids where login.defs asks for them (Debian's does)
+has_subids "$BENCH_USER" || die "$BENCH_USER has no subordinate ids: add a range (usermod --add-subuids 2000000-2065535 --add-subgids 2000000-2065535 $BENCH_USER)"
+if id "$BENCH_USER1" >/dev/null 2>&1; then
+    has_subids "$BENCH_USER1" && die "$BENCH_USER1 must have no subordinate ids (remove its lines from /etc/subuid and /etc/subgid)"
+    say "using the existing user $BENCH_USER1"
+else
+    say "creating user $BENCH_USER1, without subordinate ids (removed at exit)"
+    useradd -m -K SUB_UID_COUNT=0 -K SUB_GID_COUNT=0 "$BENCH_USER1" || die "useradd $BENCH_USER1 failed"
+    CREATED_USER1=1
+fi
 UHOME_DIR=$(getent passwd "$BENCH_USER" | cut -d: -f6)
 UXROOT_HOME=$WORK/uhome
 install -d -o "$BENCH_USER" -m 700 "$UXROOT_HOME"
 UROOT=$UXROOT_HOME/rootfs/$ARCH/root
+UHOME_DIR1=$(getent passwd "$BENCH_USER1" | cut -d: -f6)
+UXROOT_HOME1=$WORK/uhome1
+install -d -o "$BENCH_USER1" -m 700 "$UXROOT_HOME1"
+UROOT1=$UXROOT_HOME1/rootfs/$ARCH/root
+use_user1
+as_user "$XR" -q fetch "$ARCH" "${SRC[@]}" || die "xroot fetch as $BENCH_USER1 failed"
+use_user
 as_user "$XR" -q fetch "$ARCH" "${SRC[@]}" || die "xroot fetch as $BENCH_USER failed"
-USER_MAP=single
-if grep -q "^$BENCH_USER:" /etc/subuid 2>/dev/null && grep -q "^$BENCH_USER:" /etc/subgid 2>/dev/null; then USER_MAP=subordinate; fi
+USER_MAP=subordinate
 
 # ---------------------------------------------------------------- 1. launch
 TRUE=/bin/true
@@ -258,11 +283,20 @@ L_ROOT_CMDS=(
     "proot -q qemu-$ARCH-static -r $ROOT $TRUE"
     "qemu-$ARCH-static -L $ROOT $ROOT/bin/busybox true"
 )
+# rootless with subordinate ids: xroot maps them (newuidmap/newgidmap), so
+# the like-for-like bare way is unshare's --map-users/--map-groups=auto;
+# plain `unshare -r` (one id) is measured too.
 L_USER_NAMES=("xroot (rootless)" "bare (rootless)" "bare (rootless, subids)")
 L_USER_CMDS=(
     "$XR run $ARCH -- $TRUE"
     "unshare -rmpf chroot $UROOT $TRUE"
     "unshare -rmpf --map-users=auto --map-groups=auto chroot $UROOT $TRUE"
+)
+# rootless without subordinate ids: one id mapped both ways
+L_USER1_NAMES=("xroot (rootless, one id)" "bare (rootless, one id)")
+L_USER1_CMDS=(
+    "$XR run $ARCH -- $TRUE"
+    "unshare -rmpf chroot $UROOT1 $TRUE"
 )
 # rotate: round r starts at way r, so no way is always first or last
 rotated_args() { # rotated_args ROUND names... -- cmds...
@@ -280,12 +314,16 @@ rotated_args() { # rotated_args ROUND names... -- cmds...
         printf '%s\0' "${cmds[$j]}"
     done
 }
-say "1/5 launch: $ROUNDS rounds x $LAUNCH_RUNS runs of /bin/true, 5 ways as root + 3 rootless + qemu alone"
+say "1/5 launch: $ROUNDS rounds x $LAUNCH_RUNS runs of /bin/true, 5 ways as root + 3 rootless with subordinate ids + 2 rootless with one id + qemu alone"
 for ((r = 0; r < ROUNDS; r++)); do
     mapfile -d '' -t A < <(rotated_args $r "${L_ROOT_NAMES[@]}" -- "${L_ROOT_CMDS[@]}")
     hf launch "root-$r" --warmup 5 --runs "$LAUNCH_RUNS" "${A[@]}"
     mapfile -d '' -t A < <(rotated_args $r "${L_USER_NAMES[@]}" -- "${L_USER_CMDS[@]}")
     hf_user launch "user-$r" --warmup 5 --runs "$LAUNCH_RUNS" "${A[@]}"
+    use_user1
+    mapfile -d '' -t A < <(rotated_args $r "${L_USER1_NAMES[@]}" -- "${L_USER1_CMDS[@]}")
+    hf_user launch "user1-$r" --warmup 5 --runs "$LAUNCH_RUNS" "${A[@]}"
+    use_user
 done
 
 # ---------------------------------------------------------------- 2. exec-heavy

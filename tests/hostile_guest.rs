@@ -123,6 +123,33 @@ fn guest_root_cannot_write_host_kernel_state() {
     assert!(!env.rootfs("aarch64").join("tmp/xroot-sda").exists());
 }
 
+/// Every namespace the guest could use to reach the host's is its own:
+/// user, mount, PID, UTS and IPC (the network is the host's on purpose).
+#[test]
+fn guest_has_its_own_namespaces() {
+    let Some((_server, env)) = installed() else {
+        return;
+    };
+    let kinds = ["user", "mnt", "pid", "uts", "ipc", "net"];
+    let script: String = kinds
+        .iter()
+        .map(|k| format!("readlink /proc/self/ns/{k}; "))
+        .collect();
+    let out = guest(&env, &script);
+    let inside: Vec<&str> = out.lines().collect();
+    assert_eq!(inside.len(), kinds.len(), "{out}");
+    for (k, ns) in kinds.iter().zip(inside) {
+        let host = fs::read_link(format!("/proc/self/ns/{k}")).unwrap();
+        let host = host.to_string_lossy();
+        assert!(ns.starts_with(&format!("{k}:[")), "{k}: {ns}");
+        if *k == "net" {
+            assert_eq!(ns, host, "the network is shared with the host");
+        } else {
+            assert_ne!(ns, host, "the guest shares the host's {k} namespace");
+        }
+    }
+}
+
 #[test]
 fn guest_sees_only_its_own_processes() {
     let Some((_server, env)) = installed() else {

@@ -125,6 +125,8 @@ def main():
       "launch rootless, subordinate ids: xroot / bare (unshare --map-users=auto)")
     r("launch", "xroot (rootless)", "bare (rootless)",
       "launch rootless, subordinate ids: xroot / bare with one id (unshare -r)")
+    r("launch", "xroot (from a project directory)", "bare (from a project directory)",
+      "launch from a project directory (bound into the guest): xroot / bare")
     r("launch", "bwrap", "xroot", "launch: bwrap / xroot")
     r("launch", "proot", "xroot", "launch: proot / xroot (speed-up)")
     r("launch", "xroot", "xroot --binfmt host", "launch: private / host binfmt")

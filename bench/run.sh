@@ -274,6 +274,8 @@ USER_MAP=subordinate
 
 # ---------------------------------------------------------------- 1. launch
 TRUE=/bin/true
+PROJECT_DIR=$WORK/project
+mkdir -p "$PROJECT_DIR"
 L_ROOT_NAMES=("xroot" "xroot --binfmt host" "bare" "bwrap" "proot" "qemu alone (no sandbox)")
 L_ROOT_CMDS=(
     "$XR run $ARCH -- $TRUE"
@@ -324,6 +326,12 @@ for ((r = 0; r < ROUNDS; r++)); do
     mapfile -d '' -t A < <(rotated_args $r "${L_USER1_NAMES[@]}" -- "${L_USER1_CMDS[@]}")
     hf_user launch "user1-$r" --warmup 5 --runs "$LAUNCH_RUNS" "${A[@]}"
     use_user
+    # From a project directory, which `xroot run` binds into the guest at
+    # the same path (creating the mount point, removed afterwards); the
+    # bare way does not bind it. Informational (no target).
+    (cd "$PROJECT_DIR" && hf launch "cwd-$r" --warmup 5 --runs "$LAUNCH_RUNS" \
+        -n "xroot (from a project directory)" "$XR run $ARCH -- $TRUE" \
+        -n "bare (from a project directory)" "unshare -mpf chroot $ROOT $TRUE")
 done
 
 # ---------------------------------------------------------------- 2. exec-heavy

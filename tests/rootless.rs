@@ -166,6 +166,64 @@ fn subordinate_ids_make_chown_work() {
     assert!(!r.dir.path().join("store/rootfs/aarch64").exists());
 }
 
+/// `export` as an unprivileged user with subordinate ids writes the guest's
+/// owners, not the host's: files the user owns on the host are root's in
+/// the archive, subordinate-owned ones get their guest ids back.
+#[test]
+fn rootless_export_has_the_guests_owners() {
+    if !sandbox_ready("aarch64") {
+        return;
+    }
+    let server = MirrorServer::alpine();
+    let r = Rootless::new("xroot-sub", Some(300000), &server.url);
+    ok(&r.run(&[
+        "run",
+        "aarch64",
+        "--",
+        "sh",
+        "-c",
+        "echo x > /root/mine && chown 1234:2345 /root/mine",
+    ]));
+    let out = r.dir.path().join("out.tar");
+    ok(&r.run(&["export", "aarch64", out.to_str().unwrap()]));
+    let mut owners = std::collections::BTreeMap::new();
+    let mut archive = tar::Archive::new(std::fs::File::open(&out).unwrap());
+    for e in archive.entries().unwrap() {
+        let e = e.unwrap();
+        let h = e.header();
+        let path = e
+            .path()
+            .unwrap()
+            .to_string_lossy()
+            .trim_start_matches("./")
+            .to_string();
+        owners.insert(path, (h.uid().unwrap(), h.gid().unwrap()));
+    }
+    assert_eq!(
+        owners.get("bin/busybox"),
+        Some(&(0, 0)),
+        "host-owned files are the guest's root's"
+    );
+    assert_eq!(
+        owners.get("etc/shadow"),
+        Some(&(0, 42)),
+        "the archive's own groups survive"
+    );
+    assert_eq!(
+        owners.get("root/mine"),
+        Some(&(1234, 2345)),
+        "subordinate ids map back"
+    );
+    // No host id (the user's own, or one of the subordinate range) leaks.
+    let user = (r.user.uid as u64, r.user.gid as u64);
+    let leaked: Vec<_> = owners
+        .iter()
+        .filter(|(_, &(u, g))| u >= 65536 || g >= 65536 || u == user.0 || g == user.1)
+        .collect();
+    assert!(leaked.is_empty(), "host ids in the archive: {leaked:?}");
+    ok(&r.run(&["rm", "aarch64"]));
+}
+
 #[test]
 fn without_subordinate_ids_only_root_is_mapped_and_doctor_says_so() {
     if !sandbox_ready("aarch64") {

@@ -93,7 +93,7 @@ pub fn trace(phase: &str) {
     });
     if let Some(t) = start {
         // Minor page faults so far in this process: on a VM each costs
-        // microseconds, and they are most of a launch's CPU time.
+        // microseconds, a large part of what a launch spends.
         let faults = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
             .map(|u| u.minor_page_faults())
             .unwrap_or(0);

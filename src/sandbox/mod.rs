@@ -10,10 +10,10 @@
 //! ```
 //!
 //! The user namespace is created first, in the same `clone` as the others,
-//! so the caller's user namespace owns the mount and PID namespaces and an unprivileged caller can do all of this. The child then
-//! waits on a pipe while the parent writes its id maps (an unprivileged
-//! process cannot map subordinate ids itself; `newuidmap` must do it from
-//! outside).
+//! so the caller's user namespace owns the mount and PID namespaces and an
+//! unprivileged caller can do all of this. The child then waits on a pipe
+//! while the parent writes its id maps (an unprivileged process cannot map
+//! subordinate ids itself; `newuidmap` must do it from outside).
 
 mod init;
 mod mounts;

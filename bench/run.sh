@@ -19,8 +19,8 @@
 # handler for aarch64 if there was none, the user xroot-bench if missing)
 # is removed at exit, also on error or Ctrl-C. Only the results stay.
 #
-# Tunables (environment): BENCH_ROUNDS (launch rounds, default 6),
-# BENCH_LAUNCH_RUNS (runs per round, 30), BENCH_EXEC_ROUNDS (3),
+# Tunables (environment): BENCH_ROUNDS (launch rounds, default 12),
+# BENCH_LAUNCH_RUNS (runs per round, 15), BENCH_EXEC_ROUNDS (3),
 # BENCH_EXEC_RUNS (runs per round, 2), BENCH_FETCH_RUNS (20),
 # BENCH_SCALE_RUNS (10), BENCH_SCALE_N (20), BENCH_FETCH8_RUNS (3).
 
@@ -69,8 +69,11 @@ if [ "$QUICK" = 1 ]; then
     : "${BENCH_ROUNDS:=2}" "${BENCH_LAUNCH_RUNS:=15}" "${BENCH_EXEC_ROUNDS:=2}" "${BENCH_EXEC_RUNS:=1}"
     : "${BENCH_FETCH_RUNS:=6}" "${BENCH_SCALE_RUNS:=4}" "${BENCH_FETCH8_RUNS:=2}"
 fi
-ROUNDS=${BENCH_ROUNDS:-6}
-LAUNCH_RUNS=${BENCH_LAUNCH_RUNS:-30}
+# Many short rounds rather than few long ones: hyperfine runs one way
+# after another, so the machine's drift within a round biases a ratio;
+# short rotated rounds interleave the ways more finely.
+ROUNDS=${BENCH_ROUNDS:-12}
+LAUNCH_RUNS=${BENCH_LAUNCH_RUNS:-15}
 EXEC_ROUNDS=${BENCH_EXEC_ROUNDS:-3}
 EXEC_RUNS=${BENCH_EXEC_RUNS:-2}
 FETCH_RUNS=${BENCH_FETCH_RUNS:-20}
@@ -319,17 +322,17 @@ rotated_args() { # rotated_args ROUND names... -- cmds...
 say "1/5 launch: $ROUNDS rounds x $LAUNCH_RUNS runs of /bin/true, 5 ways as root + 3 rootless with subordinate ids + 2 rootless with one id + qemu alone"
 for ((r = 0; r < ROUNDS; r++)); do
     mapfile -d '' -t A < <(rotated_args $r "${L_ROOT_NAMES[@]}" -- "${L_ROOT_CMDS[@]}")
-    hf launch "root-$r" --warmup 5 --runs "$LAUNCH_RUNS" "${A[@]}"
+    hf launch "root-$r" --warmup 3 --runs "$LAUNCH_RUNS" "${A[@]}"
     mapfile -d '' -t A < <(rotated_args $r "${L_USER_NAMES[@]}" -- "${L_USER_CMDS[@]}")
-    hf_user launch "user-$r" --warmup 5 --runs "$LAUNCH_RUNS" "${A[@]}"
+    hf_user launch "user-$r" --warmup 3 --runs "$LAUNCH_RUNS" "${A[@]}"
     use_user1
     mapfile -d '' -t A < <(rotated_args $r "${L_USER1_NAMES[@]}" -- "${L_USER1_CMDS[@]}")
-    hf_user launch "user1-$r" --warmup 5 --runs "$LAUNCH_RUNS" "${A[@]}"
+    hf_user launch "user1-$r" --warmup 3 --runs "$LAUNCH_RUNS" "${A[@]}"
     use_user
     # From a project directory, which `xroot run` binds into the guest at
     # the same path (creating the mount point, removed afterwards); the
     # bare way does not bind it. Informational (no target).
-    (cd "$PROJECT_DIR" && hf launch "cwd-$r" --warmup 5 --runs "$LAUNCH_RUNS" \
+    (cd "$PROJECT_DIR" && hf launch "cwd-$r" --warmup 3 --runs "$LAUNCH_RUNS" \
         -n "xroot (from a project directory)" "$XR run $ARCH -- $TRUE" \
         -n "bare (from a project directory)" "unshare -mpf chroot $ROOT $TRUE")
 done

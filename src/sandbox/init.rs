@@ -85,13 +85,7 @@ pub fn run(cfg: &Config, status_fd: RawFd) -> ! {
     // user namespace, so the guest's root may set its hostname and manage
     // SysV IPC (and nothing of the host's is shared).
     let flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
-    let mut command = |wait_for_ids: &mut dyn FnMut() -> bool| {
-        if !wait_for_ids() {
-            return 125;
-        }
-        exec_command(cfg)
-    };
-    match crate::userns::spawn(flags, &nested, &mut command) {
+    match crate::userns::spawn(flags, &nested, &mut || exec_command(cfg)) {
         Err(e) => die(125, &format!("cannot start the command: {e:#}")),
         Ok(child) => {
             install_forwarding(child);

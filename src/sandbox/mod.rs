@@ -11,11 +11,9 @@
 //!
 //! The user namespace is created first, in the same `clone` as the others,
 //! so the caller's user namespace owns the mount and PID namespaces and an
-//! unprivileged caller can do all of this. While the parent writes the id
-//! maps (an unprivileged process cannot map subordinate ids itself;
-//! `newuidmap` must do it from outside), PID 1 already makes the mounts
-//! that need no ids (`mounts::before_ids`), then waits on a pipe for the
-//! maps before the rest.
+//! unprivileged caller can do all of this. The child then waits on a pipe
+//! while the parent writes its id maps (an unprivileged process cannot map
+//! subordinate ids itself; `newuidmap` must do it from outside).
 
 mod init;
 mod mounts;
@@ -83,9 +81,7 @@ pub fn run(cfg: &Config) -> Result<i32> {
     let (status_r, status_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| anyhow::anyhow!("creating a pipe: {e}"))?;
     let w = status_w.as_raw_fd();
-    let pid = userns::spawn(flags, &cfg.idmap, &mut |wait_for_ids| {
-        child(cfg, w, wait_for_ids)
-    })?;
+    let pid = userns::spawn(flags, &cfg.idmap, &mut || child(cfg, w))?;
     drop(status_w);
     init::install_forwarding(pid);
     let mut buf = [0u8; 4];
@@ -105,22 +101,15 @@ pub fn run(cfg: &Config) -> Result<i32> {
     status
 }
 
-/// The child: PID 1 of the new namespaces. It starts building the guest's
-/// view while the parent maps its ids (see `mounts::before_ids`).
-fn child(cfg: &Config, status_fd: RawFd, wait_for_ids: &mut dyn FnMut() -> bool) -> i32 {
+/// The child: PID 1 of the new namespaces, its ids already mapped.
+fn child(cfg: &Config, status_fd: RawFd) -> i32 {
     // Inherited fds the guest must not hold (the store lock: a run's lock
     // belongs to xroot outside, which releases it when the command ends).
     for fd in &cfg.close_fds {
         // SAFETY: closing our copies of the caller's fds.
         unsafe { libc::close(*fd) };
     }
-    let early = mounts::before_ids(cfg);
-    // A failure above is reported only once the ids are mapped, so that
-    // the parent does not mistake it for a failure to map them.
-    if !wait_for_ids() {
-        return 125;
-    }
-    if let Err(e) = early.and_then(|root| mounts::after_ids(cfg, root)) {
+    if let Err(e) = mounts::setup(cfg) {
         let mut msg = format!("setting up the guest: {e}");
         for c in e.chain().skip(1) {
             msg.push_str(&format!(": {c}"));

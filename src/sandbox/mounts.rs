@@ -20,36 +20,39 @@ const NONE: Option<&str> = None;
 /// runtime must do anyway.
 const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
-/// Steps that need no id map, run by PID 1 while its parent is still
-/// writing the id maps (for a rootless caller with subordinate ids that
-/// means running `newuidmap`/`newgidmap`, ~2.5 ms). Returns the new root,
-/// or None when they must wait: an `--ephemeral` overlay creates files on a
-/// tmpfs of this user namespace, which needs our ids mapped.
-///
-/// Unmapped, PID 1 has all capabilities in its user namespace but none
-/// over files (they need a mapped owner), so only mounts of existing
-/// paths happen here: no file is created, no handler registered.
-pub fn before_ids(cfg: &Config) -> Result<Option<PathBuf>> {
-    if cfg.ephemeral.is_some() {
-        return Ok(None);
-    }
-    first_steps(cfg).map(Some)
-}
+/// Builds the view under `cfg.rootfs` and pivots into it.
+pub fn setup(cfg: &Config) -> Result<()> {
+    // 1. Nothing we mount may propagate back to the host's namespace.
+    mount(NONE, "/", NONE, MsFlags::MS_REC | MsFlags::MS_PRIVATE, NONE)
+        .context("making / private")?;
 
-/// The rest: builds the view under `cfg.rootfs` and pivots into it. `root`
-/// is what [`before_ids`] returned.
-pub fn after_ids(cfg: &Config, root: Option<PathBuf>) -> Result<()> {
-    let root = &match root {
-        Some(r) => r,
-        None => first_steps(cfg)?,
+    // 2. pivot_root needs the new root to be a mount point: the rootfs bound
+    //    onto itself, or for --ephemeral an overlay whose writable layer is
+    //    a tmpfs that vanishes with this mount namespace.
+    let root = &match &cfg.ephemeral {
+        None => {
+            bind(&cfg.rootfs, &cfg.rootfs, false)
+                .with_context(|| format!("binding {} onto itself", cfg.rootfs.display()))?;
+            cfg.rootfs.clone()
+        }
+        Some(mnt) => overlay(&cfg.rootfs, mnt)?,
     };
+
+    crate::ui::trace("root mounted");
+    // 3. A /proc of the guest's own PID namespace (mounted by its PID 1).
     let proc = root.join("proc");
+    mount(
+        Some("proc"),
+        &proc,
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        NONE,
+    )
+    .with_context(|| format!("mounting proc on {}", proc.display()))?;
 
     // 4. A private binfmt_misc instance: handlers registered here exist only
     //    in this user namespace and vanish with it. F makes the kernel open
     //    each qemu now, by its host path, before the host's root goes away.
-    //    (Not before the ids are mapped: the instance's files would belong
-    //    to an unmapped root, and registering would be refused.)
     if !cfg.binfmt.is_empty() {
         let inst = Instance {
             dir: proc.join("sys/fs/binfmt_misc"),
@@ -71,20 +74,44 @@ pub fn after_ids(cfg: &Config, root: Option<PathBuf>) -> Result<()> {
             inst.register(r)?;
         }
     }
-    crate::ui::trace("proc and binfmt_misc ready");
 
-    // 5b. /proc/sys read-only (host sysctls, and the binfmt_misc instance
-    //     above, now sealed); after step 4, which mounts and registers
-    //     through it.
-    let sys = proc.join("sys");
-    if sys.exists() {
-        bind(&sys, &sys, true).with_context(|| format!("binding {} read-only", sys.display()))?;
+    crate::ui::trace("proc and binfmt_misc ready");
+    // 5. Guest root is (for a root caller) the host's uid 0 to the kernel's
+    //    permission checks, so the non-namespaced parts of /proc are made
+    //    read-only: /proc/sys (host sysctls, and the binfmt_misc instance
+    //    above, now sealed), /proc/sysrq-trigger (could reboot the host),
+    //    /proc/irq, /proc/bus, /proc/fs. As Docker and bubblewrap do.
+    for p in ["sys", "sysrq-trigger", "irq", "bus", "fs"] {
+        let p = proc.join(p);
+        if p.exists() {
+            bind(&p, &p, true).with_context(|| format!("binding {} read-only", p.display()))?;
+            make_readonly(&p, true)?;
+        }
+    }
+
+    // 6. /sys: sysfs cannot be mounted in a user namespace without its own
+    //    network namespace, so the host's is bound, read-only, recursively.
+    let sys = root.join("sys");
+    if sys.is_dir() {
+        bind(Path::new("/sys"), &sys, true)
+            .with_context(|| format!("binding /sys on {}", sys.display()))?;
         make_readonly(&sys, true)?;
     }
 
     // 7. A minimal /dev on a tmpfs: bound device nodes, a private devpts,
     //    /dev/shm, and the usual links.
     setup_dev(&root.join("dev"), cfg.map_tty_gid)?;
+
+    // 8. Host DNS configuration, read-only, so `apk add` resolves names and
+    //    the guest cannot edit the host's file.
+    if let Some(rc) = &cfg.resolv_conf {
+        let dst = root.join("etc/resolv.conf");
+        if dst.is_file() {
+            bind(rc, &dst, false)
+                .with_context(|| format!("binding {} on {}", rc.display(), dst.display()))?;
+            make_readonly(&dst, false)?;
+        }
+    }
 
     // 9. User binds (the current directory, --bind, --ro-bind), last so they
     //    may cover anything above.
@@ -109,72 +136,6 @@ pub fn after_ids(cfg: &Config, root: Option<PathBuf>) -> Result<()> {
     nix::unistd::chdir("/").context("chdir /")?;
     crate::ui::trace("pivoted, old root detached");
     Ok(())
-}
-
-/// Steps 1-3, 5, 6 and 8 (no file created, except for `--ephemeral`'s
-/// layer).
-fn first_steps(cfg: &Config) -> Result<PathBuf> {
-    // 1. Nothing we mount may propagate back to the host's namespace.
-    mount(NONE, "/", NONE, MsFlags::MS_REC | MsFlags::MS_PRIVATE, NONE)
-        .context("making / private")?;
-
-    // 2. pivot_root needs the new root to be a mount point: the rootfs bound
-    //    onto itself, or for --ephemeral an overlay whose writable layer is
-    //    a tmpfs that vanishes with this mount namespace.
-    let root = match &cfg.ephemeral {
-        None => {
-            bind(&cfg.rootfs, &cfg.rootfs, false)
-                .with_context(|| format!("binding {} onto itself", cfg.rootfs.display()))?;
-            cfg.rootfs.clone()
-        }
-        Some(mnt) => overlay(&cfg.rootfs, mnt)?,
-    };
-
-    crate::ui::trace("root mounted");
-    // 3. A /proc of the guest's own PID namespace (mounted by its PID 1).
-    let proc = root.join("proc");
-    mount(
-        Some("proc"),
-        &proc,
-        Some("proc"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        NONE,
-    )
-    .with_context(|| format!("mounting proc on {}", proc.display()))?;
-
-    // 5. Guest root is (for a root caller) the host's uid 0 to the kernel's
-    //    permission checks, so the non-namespaced parts of /proc are made
-    //    read-only: /proc/sysrq-trigger (could reboot the host), /proc/irq,
-    //    /proc/bus, /proc/fs here, /proc/sys in step 5b. As Docker and
-    //    bubblewrap do.
-    for p in ["sysrq-trigger", "irq", "bus", "fs"] {
-        let p = proc.join(p);
-        if p.exists() {
-            bind(&p, &p, true).with_context(|| format!("binding {} read-only", p.display()))?;
-            make_readonly(&p, true)?;
-        }
-    }
-
-    // 6. /sys: sysfs cannot be mounted in a user namespace without its own
-    //    network namespace, so the host's is bound, read-only, recursively.
-    let sys = root.join("sys");
-    if sys.is_dir() {
-        bind(Path::new("/sys"), &sys, true)
-            .with_context(|| format!("binding /sys on {}", sys.display()))?;
-        make_readonly(&sys, true)?;
-    }
-
-    // 8. Host DNS configuration, read-only, so `apk add` resolves names and
-    //    the guest cannot edit the host's file.
-    if let Some(rc) = &cfg.resolv_conf {
-        let dst = root.join("etc/resolv.conf");
-        if dst.is_file() {
-            bind(rc, &dst, false)
-                .with_context(|| format!("binding {} on {}", rc.display(), dst.display()))?;
-            make_readonly(&dst, false)?;
-        }
-    }
-    Ok(root)
 }
 
 /// Mounts a tmpfs on `mnt` and an overlay of `lower` + that tmpfs at

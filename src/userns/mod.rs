@@ -18,19 +18,17 @@ use nix::unistd::Pid;
 
 pub use idmap::IdMap;
 
-/// Starts `child` in a new user namespace (plus `extra` namespaces) and
-/// writes its id maps. The user namespace is created in the same clone as
-/// the others, so it owns them and an unprivileged caller may create them.
-/// `child`'s return value is its exit status.
+/// Starts `child` in a new user namespace (plus `extra` namespaces), after
+/// the parent has written its id maps. The user namespace is created in
+/// the same clone as the others, so it owns them and an unprivileged
+/// caller may create them. `child`'s return value is its exit status.
 ///
-/// The child cannot map subordinate ids itself (`newuidmap` must, from
-/// outside), so it gets a `wait_for_ids` function: it may do work that
-/// needs no id map first, then calls it, which blocks on a pipe until the
-/// maps are written and returns false if the parent gave up.
+/// The child waits on a pipe until the maps are written: it cannot map
+/// subordinate ids itself; `newuidmap` must, from outside.
 pub fn spawn(
     extra: CloneFlags,
     map: &dyn idmap::ApplyMap,
-    child: &mut dyn FnMut(&mut dyn FnMut() -> bool) -> i32,
+    child: &mut dyn FnMut() -> i32,
 ) -> Result<Pid> {
     let (go_r, go_w) = nix::unistd::pipe().context("creating a pipe")?;
     // The child runs on its own stack; pages are only touched as used.
@@ -44,20 +42,15 @@ pub fn spawn(
         // SAFETY: plain prctl.
         unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
         // SAFETY: the fd is ours, inherited from the parent.
-        let mut go = Some(std::fs::File::from(unsafe {
-            OwnedFd::from_raw_fd(go_r_raw)
-        }));
-        let mut wait_for_ids = || {
-            let Some(mut pipe) = go.take() else {
-                return true; // already waited
-            };
-            let mut b = [0u8; 1];
-            // No byte: the parent failed or died before mapping our ids.
-            let mapped = pipe.read(&mut b).ok() == Some(1);
-            crate::ui::trace("ids mapped");
-            mapped
-        };
-        child(&mut wait_for_ids) as isize
+        let mut go = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(go_r_raw) });
+        let mut b = [0u8; 1];
+        if go.read(&mut b).ok() != Some(1) {
+            // Parent failed or died before mapping our ids.
+            return 125;
+        }
+        drop(go);
+        crate::ui::trace("ids mapped");
+        child() as isize
     });
     // SAFETY: no CLONE_VM: the child gets a copy of our memory, like fork.
     // Callers are single-threaded here (downloads are joined before).

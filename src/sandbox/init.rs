@@ -81,9 +81,8 @@ pub fn reset_signals() {
 /// host uid 0 write access to host kernel settings. bubblewrap does the same.
 pub fn run(cfg: &Config, status_fd: RawFd) -> ! {
     let nested = cfg.idmap.nested();
-    // The guest's UTS and IPC namespaces are made here, owned by the nested
-    // user namespace, so the guest's root may set its hostname and manage
-    // SysV IPC (and nothing of the host's is shared).
+    // New UTS and IPC namespaces too, owned by the nested user namespace,
+    // so the guest's root may still set its hostname and manage SysV IPC.
     let flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
     match crate::userns::spawn(flags, &nested, &mut || exec_command(cfg)) {
         Err(e) => die(125, &format!("cannot start the command: {e:#}")),
@@ -106,10 +105,6 @@ pub fn run(cfg: &Config, status_fd: RawFd) -> ! {
 
 fn exec_command(cfg: &Config) -> ! {
     reset_signals();
-    // In our own UTS namespace, before any --user drops root.
-    if let Err(e) = nix::unistd::sethostname(&cfg.hostname) {
-        die(125, &format!("setting hostname {}: {e}", cfg.hostname));
-    }
     // SAFETY: plain prctl; the command dies with its PID 1.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     if cfg.personality32 {

@@ -22,7 +22,11 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// `defer`: clap builds a subcommand's arguments only when that subcommand
+/// is used (help, completions and man pages still see all of them). Building
+/// every subcommand's definitions cost ~0.1 ms of each `xroot run`.
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum Command {
     /// Download, verify and install a rootfs.
     Fetch(FetchArgs),
@@ -196,6 +200,7 @@ pub struct ShellArgs {
 }
 
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum BinfmtCommand {
     /// Show the host's handler for each arch and whether it fits.
     Status {

@@ -343,6 +343,11 @@ impl Finder {
         Some(v)
     }
 
+    /// Whether lookups changed the cache (so [`save`](Self::save) would write).
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
     /// Writes the cache back if it changed (best effort: a lost cache only
     /// costs a search next time).
     pub fn save(&self) {
@@ -423,7 +428,10 @@ fn path_signature(path_var: Option<&str>) -> String {
         .iter()
         .filter_map(|p| p.parent().map(Path::to_path_buf))
         .collect();
-    dirs.dedup();
+    // $PATH often repeats directories (shell rc files prepending again):
+    // stat each once.
+    let mut seen = std::collections::HashSet::new();
+    dirs.retain(|d| seen.insert(d.clone()));
     let mut s = format!("v1 PATH={}", path_var.unwrap_or_default());
     for d in dirs {
         match stat(&d) {

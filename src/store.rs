@@ -135,6 +135,9 @@ impl std::os::fd::AsRawFd for Lock {
 #[derive(Debug, Clone)]
 pub struct Store {
     pub home: PathBuf,
+    /// Set once [`create`](Self::create) succeeded: a launch would otherwise
+    /// stat the five store directories at each lock and cache access.
+    created: std::sync::OnceLock<()>,
 }
 
 impl Store {
@@ -157,11 +160,17 @@ impl Store {
 
     /// Opens the store without creating anything (for read-only commands).
     pub fn at(home: PathBuf) -> Store {
-        Store { home }
+        Store {
+            home,
+            created: std::sync::OnceLock::new(),
+        }
     }
 
     /// Creates the store's directories (0700) if needed.
     pub fn create(&self) -> Result<()> {
+        if self.created.get().is_some() {
+            return Ok(());
+        }
         for d in [
             self.home.clone(),
             self.rootfs_dir(),
@@ -178,6 +187,7 @@ impl Store {
                 .create(&d)
                 .with_context(|| format!("creating store directory {}", d.display()))?;
         }
+        let _ = self.created.set(());
         Ok(())
     }
 

@@ -82,7 +82,7 @@ pub fn prepare(
                     out.registrations.push(registration(other, &q, &mut finder));
                 }
             }
-            if ctx.store.create().is_ok() {
+            if finder.is_dirty() && ctx.store.create().is_ok() {
                 finder.save();
             }
         }

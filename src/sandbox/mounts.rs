@@ -81,20 +81,24 @@ pub fn setup(cfg: &Config) -> Result<()> {
     //    read-only: /proc/sys (host sysctls, and the binfmt_misc instance
     //    above, now sealed), /proc/sysrq-trigger (could reboot the host),
     //    /proc/irq, /proc/bus, /proc/fs. As Docker and bubblewrap do.
+    //    (Each is bound if it exists: the bind's ENOENT is the test, one
+    //    syscall instead of two; sysrq-trigger is absent without CONFIG_MAGIC_SYSRQ.)
     for p in ["sys", "sysrq-trigger", "irq", "bus", "fs"] {
         let p = proc.join(p);
-        if p.exists() {
-            bind(&p, &p, true).with_context(|| format!("binding {} read-only", p.display()))?;
+        if bind_if_exists(&p, &p, true)
+            .with_context(|| format!("binding {} read-only", p.display()))?
+        {
             make_readonly(&p, true)?;
         }
     }
 
     // 6. /sys: sysfs cannot be mounted in a user namespace without its own
     //    network namespace, so the host's is bound, read-only, recursively.
+    //    (xroot outside created the mount point if the rootfs lacked it.)
     let sys = root.join("sys");
-    if sys.is_dir() {
-        bind(Path::new("/sys"), &sys, true)
-            .with_context(|| format!("binding /sys on {}", sys.display()))?;
+    if bind_if_exists(Path::new("/sys"), &sys, true)
+        .with_context(|| format!("binding /sys on {}", sys.display()))?
+    {
         make_readonly(&sys, true)?;
     }
 
@@ -193,6 +197,15 @@ fn bind(src: &Path, dst: &Path, recursive: bool) -> nix::Result<()> {
     mount(Some(src), dst, NONE, flags, NONE)
 }
 
+/// [`bind`], but a missing source or mount point is not an error: Ok(false).
+fn bind_if_exists(src: &Path, dst: &Path, recursive: bool) -> nix::Result<bool> {
+    match bind(src, dst, recursive) {
+        Ok(()) => Ok(true),
+        Err(nix::errno::Errno::ENOENT) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Makes a mount (and, if `recursive`, every mount below it) read-only with
 /// mount_setattr(2), which leaves the other flags alone: a plain remount
 /// would have to repeat the source's locked flags (nosuid, nodev, ...) or be
@@ -262,13 +275,22 @@ fn setup_dev(dev: &Path, tty_gid: bool) -> Result<()> {
     .with_context(|| format!("mounting tmpfs on {}", dev.display()))?;
     for d in DEVICES {
         let host = Path::new("/dev").join(d);
-        if !host.exists() {
-            continue;
-        }
         let p = dev.join(d);
-        fs::File::create(&p).with_context(|| format!("creating {}", p.display()))?;
-        bind(&host, &p, false)
-            .with_context(|| format!("binding {} on {}", host.display(), p.display()))?;
+        // An empty regular file as the mount point: mknod makes it in one
+        // syscall (open+close would be two); no device node is created.
+        nix::sys::stat::mknod(
+            &p,
+            nix::sys::stat::SFlag::S_IFREG,
+            nix::sys::stat::Mode::from_bits_truncate(0o666),
+            0,
+        )
+        .with_context(|| format!("creating {}", p.display()))?;
+        // A host without this device (a minimal container's /dev): skip it.
+        if !bind_if_exists(&host, &p, false)
+            .with_context(|| format!("binding {} on {}", host.display(), p.display()))?
+        {
+            let _ = fs::remove_file(&p);
+        }
     }
     let pts = dev.join("pts");
     fs::create_dir(&pts).with_context(|| format!("creating {}", pts.display()))?;

@@ -84,7 +84,15 @@ pub fn run(cfg: &Config, status_fd: RawFd) -> ! {
     // New UTS and IPC namespaces too, owned by the nested user namespace,
     // so the guest's root may still set its hostname and manage SysV IPC.
     let flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
-    match crate::userns::spawn(flags, &nested, &mut || exec_command(cfg)) {
+    // The command shares our memory until its exec (no copy: faster). With
+    // --user it reads the guest's user database and may run `adduser`
+    // first, in a copy of our memory as usual.
+    let spawned = if cfg.user.is_none() {
+        crate::userns::spawn_exec(flags, &nested, &mut || exec_command(cfg))
+    } else {
+        crate::userns::spawn(flags, &nested, &mut || exec_command(cfg))
+    };
+    match spawned {
         Err(e) => die(125, &format!("cannot start the command: {e:#}")),
         Ok(child) => {
             install_forwarding(child);
@@ -103,6 +111,7 @@ pub fn run(cfg: &Config, status_fd: RawFd) -> ! {
     }
 }
 
+/// The command's side: never returns; failures leave through [`die_child`].
 fn exec_command(cfg: &Config) -> ! {
     reset_signals();
     // SAFETY: plain prctl; the command dies with its PID 1.
@@ -131,7 +140,7 @@ fn exec_command(cfg: &Config) -> ! {
         }
     }
     if let Err(e) = nix::unistd::chdir(&workdir) {
-        die(
+        die_child(
             125,
             &format!(
                 "cannot enter working directory {} in the guest: {e}",
@@ -141,7 +150,7 @@ fn exec_command(cfg: &Config) -> ! {
     }
     let prog = match resolve(&cfg.argv[0], &env) {
         Some(p) => p,
-        None => die(
+        None => die_child(
             127,
             &format!(
                 "{}: command not found in the guest's PATH",
@@ -150,7 +159,7 @@ fn exec_command(cfg: &Config) -> ! {
         ),
     };
     let Ok(cprog) = CString::new(prog.as_os_str().as_bytes()) else {
-        die(127, "command path contains NUL")
+        die_child(127, "command path contains NUL")
     };
     crate::ui::trace("exec");
     let e = nix::unistd::execve(&cprog, &cfg.argv, &env).unwrap_err();
@@ -164,7 +173,7 @@ fn exec_command(cfg: &Config) -> ! {
     } else {
         ""
     };
-    die(code, &format!("cannot run {}: {e}{extra}", prog.display()))
+    die_child(code, &format!("cannot run {}: {e}{extra}", prog.display()))
 }
 
 /// Becomes the `--user` (creating it first with `--create-user`), or exits.
@@ -178,7 +187,7 @@ fn switch_user(wanted: &user::Wanted, create: bool) -> user::Resolved {
         }
     }
     let Some(u) = found else {
-        die(
+        die_child(
             125,
             &format!(
                 "no user '{wanted}' in the guest's /etc/passwd (add --create-user to create it)"
@@ -190,7 +199,7 @@ fn switch_user(wanted: &user::Wanted, create: bool) -> user::Resolved {
     // the command keeps no supplementary groups, which is all it could have.
     let _ = nix::unistd::setgroups(&gids);
     let unmapped = |e| {
-        die(
+        die_child(
             125,
             &format!("cannot become uid {} gid {} in the guest: {e}; only ids in the user namespace's map exist (see `xroot doctor`: subordinate ids)", u.uid, u.gid),
         )
@@ -221,7 +230,7 @@ fn add_user(name: &str) {
         )
         .status();
     if !status.is_ok_and(|s| s.success()) {
-        die(
+        die_child(
             125,
             &format!("creating user {name} in the guest failed (adduser -D / useradd -m)"),
         );
@@ -256,6 +265,15 @@ fn report(status_fd: RawFd, code: i32) -> ! {
     // SAFETY: writing 4 bytes from a local to a pipe fd we own.
     unsafe { libc::write(status_fd, code.to_le_bytes().as_ptr().cast(), 4) };
     std::process::exit(code)
+}
+
+/// [`die`] for the command's process before its exec: `_exit`, because it
+/// may share PID 1's memory (see `userns::spawn_exec`), where `exit` would
+/// run PID 1's exit handlers and thread-local destructors.
+fn die_child(code: i32, msg: &str) -> ! {
+    eprintln!("xroot: error: {msg}");
+    // SAFETY: leaving at once, without exit handlers.
+    unsafe { libc::_exit(code) }
 }
 
 /// Reports a failure inside the sandbox and exits. 125: xroot's own setup

@@ -178,7 +178,8 @@ pub fn spawn_exec(
             while libc::read(done_r.as_raw_fd(), (&mut b as *mut u8).cast(), 1) < 0 {}
         }
     }
-    drop(st);
+    // The child is past its exec (or dead): `st` and `stack` may go now.
+    std::hint::black_box(&st);
     drop(stack);
     Ok(pid)
 }

@@ -422,19 +422,23 @@ fn fresh(e: &Entry) -> bool {
     e.path.as_os_str().is_empty() || stat(&e.path) == Some((e.len, e.mtime))
 }
 
-/// `$PATH` plus the mtime of each directory searched.
+/// `$PATH` plus the mtime of each directory searched (those of
+/// [`candidates`]: `$PATH`'s, then the usual ones), each once: `$PATH` often
+/// repeats directories (shell rc files prepending again).
 fn path_signature(path_var: Option<&str>) -> String {
-    let mut dirs: Vec<PathBuf> = candidates("x", path_var)
-        .iter()
-        .filter_map(|p| p.parent().map(Path::to_path_buf))
-        .collect();
-    // $PATH often repeats directories (shell rc files prepending again):
-    // stat each once.
-    let mut seen = std::collections::HashSet::new();
-    dirs.retain(|d| seen.insert(d.clone()));
+    let mut dirs: Vec<&str> = Vec::new();
+    for d in path_var
+        .unwrap_or_default()
+        .split(':')
+        .chain(["/usr/local/bin", "/usr/bin", "/bin"])
+    {
+        if !d.is_empty() && !dirs.contains(&d) {
+            dirs.push(d);
+        }
+    }
     let mut s = format!("v1 PATH={}", path_var.unwrap_or_default());
     for d in dirs {
-        match stat(&d) {
+        match stat(Path::new(d)) {
             Some((_, m)) => s.push_str(&format!(" {m}")),
             None => s.push_str(" -"),
         }

@@ -281,8 +281,9 @@ fn apk_add(
         close_fds: Vec::new(),
     };
     ui.info(format!("adding {list} to {id} (apk add)"));
-    let status =
-        sandbox::run(&cfg).with_context(|| format!("running apk add in {}", root.display()))?;
+    let status = sandbox::run(&cfg);
+    sandbox::restore_signals();
+    let status = status.with_context(|| format!("running apk add in {}", root.display()))?;
     if status != 0 {
         return Err(hinted(
             format!("apk add {list} failed in {id} with exit status {status}; nothing was installed"),

@@ -42,7 +42,7 @@ pub fn dispatch(cmd: Command, ui: Ui) -> Result<i32> {
         ui,
     };
     crate::ui::trace("specs loaded");
-    match cmd {
+    let result = match cmd {
         Command::Fetch(a) => fetch::fetch_all(&ctx, a).map(|_| 0),
         Command::Run(a) => run::run(&ctx, a.arch, a.guest, a.cmd),
         Command::Shell(a) => run::run(&ctx, a.arch, a.guest, vec!["/bin/sh".into(), "-l".into()]),
@@ -54,5 +54,9 @@ pub fn dispatch(cmd: Command, ui: Ui) -> Result<i32> {
         Command::Export { target, file } => export::export(&ctx, &target, &file).map(|_| 0),
         Command::Completions { shell } => completions::completions(shell).map(|_| 0),
         Command::Man { dir } => completions::man(&ctx, &dir).map(|_| 0),
-    }
+    };
+    // The process exits right after: freeing the catalog would only cost
+    // time (after `run`, copy-on-write faults on pages PID 1 still shares).
+    std::mem::forget(ctx);
+    result
 }

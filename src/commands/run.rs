@@ -188,6 +188,10 @@ pub fn run(ctx: &Ctx, arch: Option<String>, g: GuestArgs, cmd: Vec<String>) -> R
     drop(lock);
     created.cleanup(ctx, &lock_name);
     crate::ui::trace("cleaned up");
+    // xroot exits next: not freeing the configuration spares the
+    // copy-on-write faults that freeing pages still shared with the dying
+    // PID 1 would cost.
+    std::mem::forget(cfg);
     result
 }
 

@@ -97,9 +97,15 @@ pub fn run(cfg: &Config) -> Result<i32> {
         // PID 1 ended without a status: setup failed (125) or it was killed.
         Err(_) => userns::wait(pid),
     };
-    // Signals are ours again (a fetch may go on after `apk add` ran).
-    init::reset_signals();
+    // Signals stay forwarded: `xroot run` exits next. A caller that goes on
+    // calls [`restore_signals`].
     status
+}
+
+/// Takes back the signals [`run`] forwarded to the guest (for a caller that
+/// goes on working after the guest, as `fetch --packages` does).
+pub fn restore_signals() {
+    init::reset_signals();
 }
 
 /// The child: PID 1 of the new namespaces, its ids already mapped.

@@ -148,7 +148,7 @@ mod tests {
         let real = f.lookup("aarch64");
         f.save();
         let text = std::fs::read_to_string(&file).unwrap();
-        assert!(text.starts_with("v1 PATH="), "{text}");
+        assert!(text.starts_with("v2 PATH="), "{text}");
         assert!(text.contains("no-such-target\t\t0"), "{text}");
         // A fresh load answers from the file, identically.
         let mut g = Finder::load(Some(file.clone()));
@@ -378,11 +378,20 @@ impl Finder {
     }
 }
 
+/// The cache's format, in its file name and first line. A new format gets
+/// new files: xroot versions used side by side (an upgrade, an A/B
+/// benchmark) would otherwise each find the other's cache stale and probe
+/// qemu again (~4 ms) at every launch.
+const CACHE_FORMAT: &str = "v2";
+
 /// The cache file's name for a `$PATH` value.
 fn cache_name(path_var: &str) -> String {
     use sha2::Digest;
     let h = sha2::Sha256::digest(path_var.as_bytes());
-    format!("qemu-{}.tsv", crate::fetch::stream::hex(&h[..8]))
+    format!(
+        "qemu-{CACHE_FORMAT}-{}.tsv",
+        crate::fetch::stream::hex(&h[..8])
+    )
 }
 
 /// How many per-`$PATH` qemu caches [`Finder::load_in`] keeps.
@@ -436,7 +445,7 @@ fn path_signature(path_var: Option<&str>) -> String {
             dirs.push(d);
         }
     }
-    let mut s = format!("v1 PATH={}", path_var.unwrap_or_default());
+    let mut s = format!("{CACHE_FORMAT} PATH={}", path_var.unwrap_or_default());
     for d in dirs {
         match stat(Path::new(d)) {
             Some((_, m)) => s.push_str(&format!(" {m}")),

@@ -81,8 +81,9 @@ pub fn reset_signals() {
 /// host uid 0 write access to host kernel settings. bubblewrap does the same.
 pub fn run(cfg: &Config, status_fd: RawFd) -> ! {
     let nested = cfg.idmap.nested();
-    // New UTS and IPC namespaces too, owned by the nested user namespace,
-    // so the guest's root may still set its hostname and manage SysV IPC.
+    // The guest's UTS and IPC namespaces are made here, owned by the nested
+    // user namespace, so the guest's root may set its hostname and manage
+    // SysV IPC (and nothing of the host's is shared).
     let flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
     // The command shares our memory until its exec (no copy: faster). With
     // --user it reads the guest's user database and may run `adduser`
@@ -114,6 +115,10 @@ pub fn run(cfg: &Config, status_fd: RawFd) -> ! {
 /// The command's side: never returns; failures leave through [`die_child`].
 fn exec_command(cfg: &Config) -> ! {
     reset_signals();
+    // In our own UTS namespace, before any --user drops root.
+    if let Err(e) = nix::unistd::sethostname(&cfg.hostname) {
+        die_child(125, &format!("setting hostname {}: {e}", cfg.hostname));
+    }
     // SAFETY: plain prctl; the command dies with its PID 1.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     if cfg.personality32 {

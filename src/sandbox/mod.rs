@@ -10,8 +10,8 @@
 //! ```
 //!
 //! The user namespace is created first, in the same `clone` as the others,
-//! so the caller's user namespace owns the mount, PID, UTS and IPC
-//! namespaces and an unprivileged caller can do all of this. The child then
+//! so the caller's user namespace owns the mount and PID namespaces and an
+//! unprivileged caller can do all of this. The child then
 //! waits on a pipe while the parent writes its id maps (an unprivileged
 //! process cannot map subordinate ids itself; `newuidmap` must do it from
 //! outside).
@@ -74,10 +74,10 @@ pub struct Config {
 
 /// Runs the guest and returns its exit status (128+N if killed by signal N).
 pub fn run(cfg: &Config) -> Result<i32> {
-    let flags = CloneFlags::CLONE_NEWNS
-        | CloneFlags::CLONE_NEWPID
-        | CloneFlags::CLONE_NEWUTS
-        | CloneFlags::CLONE_NEWIPC;
+    // UTS and IPC namespaces are made once, for the command (`init::run`):
+    // PID 1 needs neither, and each namespace costs launch time (an IPC
+    // namespace mounts an internal mqueue filesystem and registers sysctls).
+    let flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID;
     // PID 1 writes the command's status here just before it exits.
     let (status_r, status_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| anyhow::anyhow!("creating a pipe: {e}"))?;

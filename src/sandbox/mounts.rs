@@ -129,9 +129,8 @@ pub fn setup(cfg: &Config) -> Result<()> {
     }
 
     crate::ui::trace("mounts done");
-    // 10. Hostname of the guest's own UTS namespace.
-    nix::unistd::sethostname(&cfg.hostname)
-        .with_context(|| format!("setting hostname {}", cfg.hostname))?;
+    // 10. (The hostname is set by the command's process, in the UTS
+    //     namespace it creates: see `init::run`.)
 
     // 11. Enter: pivot_root and detach the old root, so the host's tree is
     //     not reachable from inside (a bare chroot would leave it reachable).

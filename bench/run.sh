@@ -10,7 +10,9 @@
 #   3. fetch       cold (empty store) vs curl + sha256sum -c + tar xzf; warm
 #   4. scale       20 concurrent runs; all eight arches fetched in one command
 #   5. memory      peak RSS of xroot during fetch and run (GNU time, /proc VmHWM)
-# Medians over pooled hyperfine samples, ratios of medians, written to
+# Launches are interleaved (bench/interleave.py: one run of each way per
+# sub-round, random order); the longer groups use hyperfine. Medians over
+# pooled samples, ratios of medians, written to
 # OUT/latest.json and OUT/latest.md (raw hyperfine JSON in OUT/raw-latest/).
 # See docs/performance.md for the method and the analysis.
 #
@@ -69,9 +71,11 @@ if [ "$QUICK" = 1 ]; then
     : "${BENCH_ROUNDS:=2}" "${BENCH_LAUNCH_RUNS:=15}" "${BENCH_EXEC_ROUNDS:=2}" "${BENCH_EXEC_RUNS:=1}"
     : "${BENCH_FETCH_RUNS:=6}" "${BENCH_SCALE_RUNS:=4}" "${BENCH_FETCH8_RUNS:=2}"
 fi
-# Many short rounds rather than few long ones: hyperfine runs one way
-# after another, so the machine's drift within a round biases a ratio;
-# short rotated rounds interleave the ways more finely.
+# A launch round is LAUNCH_RUNS sub-rounds, each running every way once in
+# a random order (interleave.py), so drift falls on all ways alike; the
+# rounds give the spread of the per-round ratios. The longer groups use
+# hyperfine (one way after another) in short rounds whose starting way
+# rotates.
 ROUNDS=${BENCH_ROUNDS:-12}
 LAUNCH_RUNS=${BENCH_LAUNCH_RUNS:-15}
 EXEC_ROUNDS=${BENCH_EXEC_ROUNDS:-3}
@@ -165,6 +169,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 install -m 0755 "$XROOT_SRC" "$WORK/xroot"
+install -m 0755 "$REPO/bench/interleave.py" "$WORK/interleave.py"
 XR=$WORK/xroot
 export XROOT_HOME=$WORK/home
 unset XROOT_MIRROR
@@ -205,6 +210,28 @@ hf_user() {
         hyperfine -N --style basic --export-json "$WORK/u-out/$tag.json" "$@" >"$RAW/$group/$tag.log" 2>&1; then
         tail -n 20 "$RAW/$group/$tag.log" >&2
         die "hyperfine (as $U_NAME) failed in $group/$tag (log above)"
+    fi
+    cp "$WORK/u-out/$tag.json" "$RAW/$group/$tag.json"
+}
+# interleaved runner for launches (bench/interleave.py): il GROUP TAG [args...];
+# one run of each way per sub-round, in random order; hyperfine's JSON shape.
+il() {
+    local group=$1 tag=$2; shift 2
+    mkdir -p "$RAW/$group"
+    if ! python3 "$WORK/interleave.py" --export-json "$RAW/$group/$tag.json" "$@" >"$RAW/$group/$tag.log" 2>&1; then
+        tail -n 20 "$RAW/$group/$tag.log" >&2
+        die "interleave.py failed in $group/$tag (log above)"
+    fi
+}
+il_user() {
+    local group=$1 tag=$2; shift 2
+    mkdir -p "$RAW/$group"
+    install -d -o "$U_NAME" "$WORK/u-out"
+    if ! setpriv --reuid="$U_NAME" --regid="$U_NAME" --init-groups \
+        env -i HOME="$U_HOME" PATH="$CLEAN_PATH" LANG=C.UTF-8 XROOT_HOME="$U_XHOME" \
+        python3 "$WORK/interleave.py" --export-json "$WORK/u-out/$tag.json" "$@" >"$RAW/$group/$tag.log" 2>&1; then
+        tail -n 20 "$RAW/$group/$tag.log" >&2
+        die "interleave.py (as $U_NAME) failed in $group/$tag (log above)"
     fi
     cp "$WORK/u-out/$tag.json" "$RAW/$group/$tag.json"
 }
@@ -322,17 +349,17 @@ rotated_args() { # rotated_args ROUND names... -- cmds...
 say "1/5 launch: $ROUNDS rounds x $LAUNCH_RUNS runs of /bin/true, 5 ways as root + 3 rootless with subordinate ids + 2 rootless with one id + qemu alone"
 for ((r = 0; r < ROUNDS; r++)); do
     mapfile -d '' -t A < <(rotated_args $r "${L_ROOT_NAMES[@]}" -- "${L_ROOT_CMDS[@]}")
-    hf launch "root-$r" --warmup 3 --runs "$LAUNCH_RUNS" "${A[@]}"
+    il launch "root-$r" --warmup 3 --runs "$LAUNCH_RUNS" "${A[@]}"
     mapfile -d '' -t A < <(rotated_args $r "${L_USER_NAMES[@]}" -- "${L_USER_CMDS[@]}")
-    hf_user launch "user-$r" --warmup 3 --runs "$LAUNCH_RUNS" "${A[@]}"
+    il_user launch "user-$r" --warmup 3 --runs "$LAUNCH_RUNS" "${A[@]}"
     use_user1
     mapfile -d '' -t A < <(rotated_args $r "${L_USER1_NAMES[@]}" -- "${L_USER1_CMDS[@]}")
-    hf_user launch "user1-$r" --warmup 3 --runs "$LAUNCH_RUNS" "${A[@]}"
+    il_user launch "user1-$r" --warmup 3 --runs "$LAUNCH_RUNS" "${A[@]}"
     use_user
     # From a project directory, which `xroot run` binds into the guest at
     # the same path (creating the mount point, removed afterwards); the
     # bare way does not bind it. Informational (no target).
-    (cd "$PROJECT_DIR" && hf launch "cwd-$r" --warmup 3 --runs "$LAUNCH_RUNS" \
+    (cd "$PROJECT_DIR" && il launch "cwd-$r" --warmup 3 --runs "$LAUNCH_RUNS" \
         -n "xroot (from a project directory)" "$XR run $ARCH -- $TRUE" \
         -n "bare (from a project directory)" "unshare -mpf chroot $ROOT $TRUE")
 done

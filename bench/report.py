@@ -3,7 +3,7 @@
 
     python3 bench/report.py RAW_DIR OUT_DIR
 
-RAW_DIR holds hyperfine --export-json files in one directory per benchmark
+RAW_DIR holds hyperfine --export-json files (or interleave.py files of the same shape, for launches) in one directory per benchmark
 group (launch/, exec/, fetch/, scale/), plus rss.tsv and meta.json, as
 written by bench/run.sh. Samples of the same way (command name) are pooled
 over all rounds of a group; a ratio is median(A) / median(B) over the pooled
@@ -204,7 +204,7 @@ def main():
 
 
 GROUP_TITLES = {
-    "launch": "1. Launch: `/bin/true` in the aarch64 guest",
+    "launch": "1. Launch: `/bin/true` in the aarch64 guest (interleaved: one run of each way per sub-round, random order)",
     "exec": "2. Exec-heavy: 200 foreign processes (`echo $i | sha256sum`) in one guest shell",
     "fetch": "3. Fetch aarch64 from a local HTTP mirror",
     "scale": "4. Scale",

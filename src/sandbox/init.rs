@@ -114,13 +114,16 @@ pub fn run(cfg: &Config, status_fd: RawFd) -> ! {
 
 /// The command's side: never returns; failures leave through [`die_child`].
 fn exec_command(cfg: &Config) -> ! {
-    reset_signals();
+    // Signals: execve resets caught ones to their defaults, and nothing is
+    // blocked; only SIGPIPE, which xroot ignores (as Rust programs do), must
+    // be given back to the guest. (The parent-death signal is already set
+    // by `userns::spawn*`.)
+    // SAFETY: restoring a default disposition.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     // In our own UTS namespace, before any --user drops root.
     if let Err(e) = nix::unistd::sethostname(&cfg.hostname) {
         die_child(125, &format!("setting hostname {}: {e}", cfg.hostname));
     }
-    // SAFETY: plain prctl; the command dies with its PID 1.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     if cfg.personality32 {
         // PER_LINUX32: `uname -m` says i686/armv7l, as on real 32-bit hardware.
         // SAFETY: personality(2) has no memory effects.

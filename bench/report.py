@@ -205,7 +205,7 @@ def main():
 
 GROUP_TITLES = {
     "launch": "1. Launch: `/bin/true` in the aarch64 guest (interleaved: one run of each way per sub-round, random order)",
-    "exec": "2. Exec-heavy: 200 foreign processes (`echo $i | sha256sum`) in one guest shell",
+    "exec": "2. Exec-heavy: 200 foreign processes (`echo $i | sha256sum`) in one guest shell (interleaved)",
     "fetch": "3. Fetch aarch64 from a local HTTP mirror",
     "scale": "4. Scale",
 }

@@ -10,8 +10,8 @@
 #   3. fetch       cold (empty store) vs curl + sha256sum -c + tar xzf; warm
 #   4. scale       20 concurrent runs; all eight arches fetched in one command
 #   5. memory      peak RSS of xroot during fetch and run (GNU time, /proc VmHWM)
-# Launches are interleaved (bench/interleave.py: one run of each way per
-# sub-round, random order); the longer groups use hyperfine. Medians over
+# Launches and the exec-heavy runs are interleaved (bench/interleave.py: one
+# run of each way per sub-round, random order); fetch and scale use hyperfine. Medians over
 # pooled samples, ratios of medians, written to
 # OUT/latest.json and OUT/latest.md (raw hyperfine JSON in OUT/raw-latest/).
 # See docs/performance.md for the method and the analysis.
@@ -23,7 +23,7 @@
 #
 # Tunables (environment): BENCH_ROUNDS (launch rounds, default 12),
 # BENCH_LAUNCH_RUNS (runs per round, 15), BENCH_EXEC_ROUNDS (3),
-# BENCH_EXEC_RUNS (runs per round, 2), BENCH_FETCH_RUNS (20),
+# BENCH_EXEC_RUNS (runs per round, 3), BENCH_FETCH_RUNS (20),
 # BENCH_SCALE_RUNS (10), BENCH_SCALE_N (20), BENCH_FETCH8_RUNS (3).
 
 set -euo pipefail
@@ -79,7 +79,7 @@ fi
 ROUNDS=${BENCH_ROUNDS:-12}
 LAUNCH_RUNS=${BENCH_LAUNCH_RUNS:-15}
 EXEC_ROUNDS=${BENCH_EXEC_ROUNDS:-3}
-EXEC_RUNS=${BENCH_EXEC_RUNS:-2}
+EXEC_RUNS=${BENCH_EXEC_RUNS:-3}
 FETCH_RUNS=${BENCH_FETCH_RUNS:-20}
 SCALE_RUNS=${BENCH_SCALE_RUNS:-10}
 SCALE_N=${BENCH_SCALE_N:-20}
@@ -383,9 +383,9 @@ E_USER_CMDS=(
 say "2/5 exec-heavy: $EXEC_ROUNDS rounds x $EXEC_RUNS runs of 200 foreign processes, 4 ways (+ 1 rootless run of 2 ways per round; the longest part)"
 for ((r = 0; r < EXEC_ROUNDS; r++)); do
     mapfile -d '' -t A < <(rotated_args $r "${E_ROOT_NAMES[@]}" -- "${E_ROOT_CMDS[@]}")
-    hf exec "root-$r" --runs "$EXEC_RUNS" "${A[@]}"
+    il exec "root-$r" --warmup 0 --runs "$EXEC_RUNS" "${A[@]}"
     mapfile -d '' -t A < <(rotated_args $r "${E_USER_NAMES[@]}" -- "${E_USER_CMDS[@]}")
-    hf_user exec "user-$r" --runs 1 "${A[@]}"
+    il_user exec "user-$r" --warmup 0 --runs 1 "${A[@]}"
 done
 
 # ---------------------------------------------------------------- 3. fetch

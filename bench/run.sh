@@ -190,51 +190,43 @@ for _ in $(seq 50); do curl -fsS -o /dev/null "$URL/$BRANCH/releases/$ARCH/lates
 curl -fsS -o /dev/null "$URL/$BRANCH/releases/$ARCH/latest-releases.yaml" || die "the local HTTP mirror on $URL did not come up (see $RAW/http.log)"
 SRC=(--mirror "$URL" --branch "$BRANCH")
 
-# hyperfine wrapper: hf GROUP TAG [hyperfine args...] ; output to a log, JSON to RAW/GROUP/TAG.json
-hf() {
-    local group=$1 tag=$2; shift 2
+# The two timers, as argument lists: hyperfine runs one way after another;
+# interleave.py runs one run of each way per sub-round, in random order.
+# Both write hyperfine's JSON shape.
+HF=(hyperfine -N --style basic)
+IL=(python3 "$WORK/interleave.py")
+# timed TIMER GROUP TAG [args...]: output to RAW/GROUP/TAG.log, JSON to
+# RAW/GROUP/TAG.json. timed_user: the same as a bench user (rootless), with
+# its own XROOT_HOME; U_NAME, U_HOME and U_XHOME say which (use_user1 /
+# use_user switch).
+timed() {
+    local -n timer=$1
+    local group=$2 tag=$3
+    shift 3
     mkdir -p "$RAW/$group"
-    if ! hyperfine -N --style basic --export-json "$RAW/$group/$tag.json" "$@" >"$RAW/$group/$tag.log" 2>&1; then
+    if ! "${timer[@]}" --export-json "$RAW/$group/$tag.json" "$@" >"$RAW/$group/$tag.log" 2>&1; then
         tail -n 20 "$RAW/$group/$tag.log" >&2
-        die "hyperfine failed in $group/$tag (log above)"
+        die "${timer[0]} failed in $group/$tag (log above)"
     fi
 }
-# the same, as a bench user (rootless), with its own XROOT_HOME; U_NAME,
-# U_HOME and U_XHOME say which (use_user1 / use_user switch).
-hf_user() {
-    local group=$1 tag=$2; shift 2
-    mkdir -p "$RAW/$group"
-    install -d -o "$U_NAME" "$WORK/u-out"
-    if ! setpriv --reuid="$U_NAME" --regid="$U_NAME" --init-groups \
-        env -i HOME="$U_HOME" PATH="$CLEAN_PATH" LANG=C.UTF-8 XROOT_HOME="$U_XHOME" \
-        hyperfine -N --style basic --export-json "$WORK/u-out/$tag.json" "$@" >"$RAW/$group/$tag.log" 2>&1; then
-        tail -n 20 "$RAW/$group/$tag.log" >&2
-        die "hyperfine (as $U_NAME) failed in $group/$tag (log above)"
-    fi
-    cp "$WORK/u-out/$tag.json" "$RAW/$group/$tag.json"
-}
-# interleaved runner for launches (bench/interleave.py): il GROUP TAG [args...];
-# one run of each way per sub-round, in random order; hyperfine's JSON shape.
-il() {
-    local group=$1 tag=$2; shift 2
-    mkdir -p "$RAW/$group"
-    if ! python3 "$WORK/interleave.py" --export-json "$RAW/$group/$tag.json" "$@" >"$RAW/$group/$tag.log" 2>&1; then
-        tail -n 20 "$RAW/$group/$tag.log" >&2
-        die "interleave.py failed in $group/$tag (log above)"
-    fi
-}
-il_user() {
-    local group=$1 tag=$2; shift 2
+timed_user() {
+    local -n timer=$1
+    local group=$2 tag=$3
+    shift 3
     mkdir -p "$RAW/$group"
     install -d -o "$U_NAME" "$WORK/u-out"
     if ! setpriv --reuid="$U_NAME" --regid="$U_NAME" --init-groups \
         env -i HOME="$U_HOME" PATH="$CLEAN_PATH" LANG=C.UTF-8 XROOT_HOME="$U_XHOME" \
-        python3 "$WORK/interleave.py" --export-json "$WORK/u-out/$tag.json" "$@" >"$RAW/$group/$tag.log" 2>&1; then
+        "${timer[@]}" --export-json "$WORK/u-out/$tag.json" "$@" >"$RAW/$group/$tag.log" 2>&1; then
         tail -n 20 "$RAW/$group/$tag.log" >&2
-        die "interleave.py (as $U_NAME) failed in $group/$tag (log above)"
+        die "${timer[0]} (as $U_NAME) failed in $group/$tag (log above)"
     fi
     cp "$WORK/u-out/$tag.json" "$RAW/$group/$tag.json"
 }
+hf() { timed HF "$@"; }
+hf_user() { timed_user HF "$@"; }
+il() { timed IL "$@"; }
+il_user() { timed_user IL "$@"; }
 as_user() {
     setpriv --reuid="$U_NAME" --regid="$U_NAME" --init-groups \
         env -i HOME="$U_HOME" PATH="$CLEAN_PATH" LANG=C.UTF-8 XROOT_HOME="$U_XHOME" "$@"

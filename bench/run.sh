@@ -195,38 +195,36 @@ SRC=(--mirror "$URL" --branch "$BRANCH")
 # Both write hyperfine's JSON shape.
 HF=(hyperfine -N --style basic)
 IL=(python3 "$WORK/interleave.py")
-# timed TIMER GROUP TAG [args...]: output to RAW/GROUP/TAG.log, JSON to
-# RAW/GROUP/TAG.json. timed_user: the same as a bench user (rootless), with
-# its own XROOT_HOME; U_NAME, U_HOME and U_XHOME say which (use_user1 /
-# use_user switch).
+# timed [--user] TIMER GROUP TAG [args...]: output to RAW/GROUP/TAG.log,
+# JSON to RAW/GROUP/TAG.json. --user: as a bench user (rootless), with its
+# own XROOT_HOME; U_NAME, U_HOME and U_XHOME say which (use_user1 / use_user
+# switch).
 timed() {
+    local as=() json
+    if [ "$1" = --user ]; then
+        shift
+        as=(setpriv --reuid="$U_NAME" --regid="$U_NAME" --init-groups
+            env -i HOME="$U_HOME" PATH="$CLEAN_PATH" LANG=C.UTF-8 XROOT_HOME="$U_XHOME")
+    fi
     local -n timer=$1
     local group=$2 tag=$3
     shift 3
     mkdir -p "$RAW/$group"
-    if ! "${timer[@]}" --export-json "$RAW/$group/$tag.json" "$@" >"$RAW/$group/$tag.log" 2>&1; then
-        tail -n 20 "$RAW/$group/$tag.log" >&2
-        die "${timer[0]} failed in $group/$tag (log above)"
+    json=$RAW/$group/$tag.json
+    if [ ${#as[@]} -gt 0 ]; then
+        install -d -o "$U_NAME" "$WORK/u-out"   # a place the user may write
+        json=$WORK/u-out/$tag.json
     fi
-}
-timed_user() {
-    local -n timer=$1
-    local group=$2 tag=$3
-    shift 3
-    mkdir -p "$RAW/$group"
-    install -d -o "$U_NAME" "$WORK/u-out"
-    if ! setpriv --reuid="$U_NAME" --regid="$U_NAME" --init-groups \
-        env -i HOME="$U_HOME" PATH="$CLEAN_PATH" LANG=C.UTF-8 XROOT_HOME="$U_XHOME" \
-        "${timer[@]}" --export-json "$WORK/u-out/$tag.json" "$@" >"$RAW/$group/$tag.log" 2>&1; then
+    if ! "${as[@]}" "${timer[@]}" --export-json "$json" "$@" >"$RAW/$group/$tag.log" 2>&1; then
         tail -n 20 "$RAW/$group/$tag.log" >&2
-        die "${timer[0]} (as $U_NAME) failed in $group/$tag (log above)"
+        die "${timer[0]}${as:+ (as $U_NAME)} failed in $group/$tag (log above)"
     fi
-    cp "$WORK/u-out/$tag.json" "$RAW/$group/$tag.json"
+    [ "$json" = "$RAW/$group/$tag.json" ] || cp "$json" "$RAW/$group/$tag.json"
 }
 hf() { timed HF "$@"; }
-hf_user() { timed_user HF "$@"; }
+hf_user() { timed --user HF "$@"; }
 il() { timed IL "$@"; }
-il_user() { timed_user IL "$@"; }
+il_user() { timed --user IL "$@"; }
 as_user() {
     setpriv --reuid="$U_NAME" --regid="$U_NAME" --init-groups \
         env -i HOME="$U_HOME" PATH="$CLEAN_PATH" LANG=C.UTF-8 XROOT_HOME="$U_XHOME" "$@"

@@ -17,6 +17,9 @@ pub enum Lookup {
     Missing,
 }
 
+/// Searched after `$PATH`, in case it is minimal.
+const USUAL_DIRS: [&str; 3] = ["/usr/local/bin", "/usr/bin", "/bin"];
+
 /// The candidates for target `t`, in order: `qemu-t-static`, `qemu-t`, on
 /// `$PATH`, then in the usual directories in case `$PATH` is minimal.
 pub fn candidates(target: &str, path_var: Option<&str>) -> Vec<PathBuf> {
@@ -26,7 +29,7 @@ pub fn candidates(target: &str, path_var: Option<&str>) -> Vec<PathBuf> {
         .filter(|d| !d.is_empty())
         .map(PathBuf::from)
         .collect();
-    for d in ["/usr/local/bin", "/usr/bin", "/bin"] {
+    for d in USUAL_DIRS {
         if !dirs.iter().any(|x| x == Path::new(d)) {
             dirs.push(PathBuf::from(d));
         }
@@ -436,11 +439,7 @@ fn fresh(e: &Entry) -> bool {
 /// repeats directories (shell rc files prepending again).
 fn path_signature(path_var: Option<&str>) -> String {
     let mut dirs: Vec<&str> = Vec::new();
-    for d in path_var
-        .unwrap_or_default()
-        .split(':')
-        .chain(["/usr/local/bin", "/usr/bin", "/bin"])
-    {
+    for d in path_var.unwrap_or_default().split(':').chain(USUAL_DIRS) {
         if !d.is_empty() && !dirs.contains(&d) {
             dirs.push(d);
         }

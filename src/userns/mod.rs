@@ -62,12 +62,7 @@ pub fn spawn(
             Some(libc::SIGCHLD),
         )
     }
-    .map_err(|e| {
-        crate::error::hinted(
-            format!("cannot create a user namespace: {e}"),
-            "user namespaces may be disabled: see `xroot doctor` (sysctl user.max_user_namespaces, kernel.apparmor_restrict_unprivileged_userns)",
-        )
-    })?;
+    .map_err(clone_failed)?;
     drop(go_r);
     let mut go_w = std::fs::File::from(go_w);
     if let Err(e) = map.apply(pid.as_raw()) {
@@ -154,10 +149,7 @@ pub fn spawn_exec(
         )
     };
     if pid < 0 {
-        return Err(crate::error::hinted(
-            format!("cannot create a user namespace: {}", std::io::Error::last_os_error()),
-            "user namespaces may be disabled: see `xroot doctor` (sysctl user.max_user_namespaces, kernel.apparmor_restrict_unprivileged_userns)",
-        ));
+        return Err(clone_failed(std::io::Error::last_os_error()));
     }
     let pid = Pid::from_raw(pid);
     drop(go_r);
@@ -182,6 +174,14 @@ pub fn spawn_exec(
     std::hint::black_box(&st);
     drop(stack);
     Ok(pid)
+}
+
+/// The error for a clone into a new user namespace that failed.
+fn clone_failed(e: impl std::fmt::Display) -> anyhow::Error {
+    crate::error::hinted(
+        format!("cannot create a user namespace: {e}"),
+        "user namespaces may be disabled: see `xroot doctor` (sysctl user.max_user_namespaces, kernel.apparmor_restrict_unprivileged_userns)",
+    )
 }
 
 /// Waits for a child; its exit status, or 128+N if killed by signal N.

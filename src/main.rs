@@ -76,6 +76,8 @@ fn xroot_main() -> ! {
     let ui = ui::Ui::new(cli.quiet);
     match commands::dispatch(cli.command, ui) {
         Ok(code) => std::process::exit(code),
+        // `xroot list | head -1`: the reader has all it wanted.
+        Err(e) if e.is::<ui::StdoutClosed>() => std::process::exit(0),
         Err(e) => {
             eprintln!("xroot: error: {e:#}");
             if let Some(h) = error::hint_of(&e) {

@@ -2,7 +2,7 @@
 //! terminal; plain one-line messages otherwise (CI logs, pipes); nothing
 //! but errors with `--quiet`.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -52,6 +52,32 @@ impl Ui {
         Bar(Some(pb))
     }
 }
+
+/// The reader of xroot's standard output went away (`xroot list | head -1`).
+/// Not a failure: `main` exits quietly with 0, as ripgrep does, instead of
+/// the panic `println!` would give.
+#[derive(Debug, thiserror::Error)]
+#[error("standard output was closed")]
+pub struct StdoutClosed;
+
+/// Writes a command's output to stdout. A closed pipe becomes
+/// [`StdoutClosed`]; any other failure (a full disk behind `>`) an error.
+pub fn out(bytes: &[u8]) -> anyhow::Result<()> {
+    let mut o = std::io::stdout().lock();
+    match o.write_all(bytes).and_then(|_| o.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(StdoutClosed.into()),
+        r => Ok(r.map_err(|e| anyhow::anyhow!("writing to standard output: {e}"))?),
+    }
+}
+
+/// `println!` for command output, through [`out`]: use in a function that
+/// returns `anyhow::Result`.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::ui::out(format!("{}\n", format_args!($($arg)*)).as_bytes())?
+    };
+}
+pub(crate) use outln;
 
 /// A progress bar, or nothing.
 pub struct Bar(Option<ProgressBar>);

@@ -378,6 +378,41 @@ fn completions_for_every_shell() {
     assert_eq!(o.status.code(), Some(2), "clap rejects an unknown shell");
 }
 
+/// `xroot list | head -1`: a reader that stops early is not an error (no
+/// panic, no message, exit 0); a stdout that cannot be written is.
+#[test]
+fn output_to_a_closed_pipe_or_a_full_disk() {
+    let (_server, env) = fetched();
+    let cases: [&[&str]; 6] = [
+        &["list"],
+        &["list", "--json"],
+        &["doctor"],
+        &["binfmt", "status"],
+        &["binfmt", "status", "--json"],
+        &["completions", "bash"],
+    ];
+    for args in cases {
+        // The read end is closed before xroot starts: its first write
+        // fails with EPIPE, every time.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let o = env.cmd().args(args).stdout(writer).output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+        assert_eq!(stderr(&o), "", "{args:?} says nothing");
+
+        let full = fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let o = env.cmd().args(args).stdout(full).output().unwrap();
+        assert_eq!(o.status.code(), Some(1), "{args:?} to /dev/full");
+        assert!(
+            stderr(&o).contains("writing to standard output: No space left on device"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
+}
 #[test]
 fn man_pages_for_every_subcommand() {
     let env = Env::new("http://127.0.0.1:9");

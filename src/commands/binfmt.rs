@@ -14,6 +14,7 @@ use crate::error::hinted;
 use crate::host::{self, Native};
 use crate::qemu::{self, Lookup};
 use crate::specs::Spec;
+use crate::ui::outln;
 
 /// What a run needs for foreign binaries.
 #[derive(Debug, Default)]
@@ -316,10 +317,10 @@ fn status(ctx: &Ctx, arches: &[String], json: bool, qemu_override: Option<&Path>
             private_supported: private_supported(),
             arches: rows,
         };
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(0);
     }
-    println!(
+    outln!(
         "host binfmt_misc: {}",
         if !inst.is_mounted() {
             "not mounted"
@@ -329,7 +330,7 @@ fn status(ctx: &Ctx, arches: &[String], json: bool, qemu_override: Option<&Path>
             "mounted, DISABLED"
         }
     );
-    println!(
+    outln!(
         "private per-guest handlers (Linux 6.7+): {}",
         if private_supported() {
             "supported (default for run/shell)"
@@ -337,7 +338,7 @@ fn status(ctx: &Ctx, arches: &[String], json: bool, qemu_override: Option<&Path>
             "not supported by this kernel"
         }
     );
-    println!("{:<12} {:<8} {:<34} HOST HANDLER", "ARCH", "NATIVE", "QEMU");
+    outln!("{:<12} {:<8} {:<34} HOST HANDLER", "ARCH", "NATIVE", "QEMU");
     for r in &rows {
         let q = match (&r.qemu, r.qemu_static) {
             (Some(p), true) => p.clone(),
@@ -358,7 +359,7 @@ fn status(ctx: &Ctx, arches: &[String], json: bool, qemu_override: Option<&Path>
             ),
             Some(h) => format!("{} UNFIT: {}", h.name, h.problems.join("; ")),
         };
-        println!("{:<12} {:<8} {:<34} {}", r.arch, r.native, q, h);
+        outln!("{:<12} {:<8} {:<34} {}", r.arch, r.native, q, h);
     }
     Ok(0)
 }

@@ -2,7 +2,6 @@
 //! definitions in `cli`, so they can never disagree with the real options.
 
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -17,11 +16,7 @@ pub fn completions(shell: clap_complete::Shell) -> Result<()> {
     // and `xroot completions bash | head` must not.
     let mut buf = Vec::new();
     clap_complete::generate(shell, &mut Cli::command(), "xroot", &mut buf);
-    let mut out = std::io::stdout().lock();
-    match out.write_all(&buf).and_then(|_| out.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        r => r.context("writing the completion script to stdout"),
-    }
+    crate::ui::out(&buf)
 }
 
 /// Writes `xroot.1` and `xroot-SUB.1` (`xroot-binfmt-status.1`, ...) for

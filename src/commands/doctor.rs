@@ -8,6 +8,7 @@ use serde::Serialize;
 use super::Ctx;
 use crate::host::{self, Native};
 use crate::qemu::{self, Lookup};
+use crate::ui::outln;
 use crate::userns::idmap::{self, IdMap};
 
 #[derive(Serialize)]
@@ -141,17 +142,17 @@ pub fn doctor(ctx: &Ctx, json: bool) -> Result<i32> {
     ));
 
     if json {
-        println!("{}", serde_json::to_string_pretty(&checks)?);
+        outln!("{}", serde_json::to_string_pretty(&checks)?);
     } else {
         for c in &checks {
-            println!(
+            outln!(
                 "{:<5} {:<22} {}",
                 if c.ok { "OK" } else { "FIX" },
                 c.name,
                 c.detail
             );
             if let Some(f) = &c.fix {
-                println!("{:<28}→ {f}", "");
+                outln!("{:<28}→ {f}", "");
             }
         }
     }

@@ -7,6 +7,7 @@ use super::Ctx;
 use crate::host;
 use crate::qemu::{self, Lookup};
 use crate::specs::Source;
+use crate::ui::outln;
 
 #[derive(Serialize)]
 struct Row {
@@ -68,12 +69,15 @@ pub fn list(ctx: &Ctx, json: bool) -> Result<()> {
         });
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        outln!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<12} {:<34} {:<9} {:<8} INSTALLED",
-        "ARCH", "ALIASES", "NATIVE", "QEMU"
+        "ARCH",
+        "ALIASES",
+        "NATIVE",
+        "QEMU"
     );
     for r in &rows {
         let qemu = match (r.native, &r.qemu) {
@@ -96,7 +100,7 @@ pub fn list(ctx: &Ctx, json: bool) -> Result<()> {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        println!(
+        outln!(
             "{:<12} {:<34} {:<9} {:<8} {}",
             r.arch,
             r.aliases.join(","),
@@ -105,6 +109,6 @@ pub fn list(ctx: &Ctx, json: bool) -> Result<()> {
             inst
         );
     }
-    println!("\nstore: {}", ctx.store.home.display());
+    outln!("\nstore: {}", ctx.store.home.display());
     Ok(())
 }

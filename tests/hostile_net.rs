@@ -475,7 +475,8 @@ fn transient_failures_are_retried() {
     assert!(env.rootfs("aarch64").join("bin/busybox").is_file());
     assert_eq!(cached_downloads(&env.home()), [TARBALL]);
 
-    // A download cut mid-body is tried again from the start.
+    // A download cut mid-body by a server that does not advertise
+    // `Accept-Ranges` is not resumed but tried again from the start.
     let env = Env::new(&server.url);
     server.route(&index_path(), Reply::Mirror);
     // (Hits count from the server's start: cut just the next request.)
@@ -484,6 +485,7 @@ fn transient_failures_are_retried() {
     let o = fetch(&env, &[("XROOT_RETRIES", "3")], &[]);
     ok(&o);
     assert!(stderr(&o).contains("retrying (2/3)"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("resuming"), "{}", stderr(&o));
     assert!(env.rootfs("aarch64").join("bin/busybox").is_file());
     assert_eq!(cached_downloads(&env.home()), [TARBALL]);
     assert_eq!(
@@ -557,5 +559,302 @@ fn a_hostile_endless_body_is_not_read_after_the_archive_fails() {
         server.sent(&tarball_path()) < 1 << 30,
         "read {} bytes of junk",
         server.sent(&tarball_path())
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Resuming a cut download with a Range request.
+
+/// Every entry of the tarball `data` exists in the installed tree `root`,
+/// with the right size for regular files.
+#[track_caller]
+fn assert_tree_complete(root: &std::path::Path, data: &[u8]) {
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(data));
+    let mut n = 0;
+    for entry in archive.entries().expect("tar entries") {
+        let entry = entry.expect("tar entry");
+        let path = entry.path().expect("entry path").into_owned();
+        let meta = std::fs::symlink_metadata(root.join(&path))
+            .unwrap_or_else(|e| panic!("{} missing from the rootfs: {e}", path.display()));
+        if entry.header().entry_type().is_file() {
+            assert_eq!(meta.len(), entry.size(), "{}", path.display());
+        }
+        n += 1;
+    }
+    assert!(n > 50, "only {n} entries in the tarball");
+}
+
+/// The tarball with one byte changed near its end: same length, another
+/// file (which no checksum accepts).
+fn other_tarball() -> Vec<u8> {
+    let mut data = tarball_bytes();
+    let n = data.len();
+    data[n - 100] ^= 0x55;
+    data
+}
+
+#[test]
+fn a_cut_download_is_resumed_where_it_stopped() {
+    let server = FaultServer::alpine();
+    let env = Env::new(&server.url);
+    let full = tarball_bytes();
+    let cut = full.len() / 2;
+    server.route(
+        &tarball_path(),
+        Reply::Ranges {
+            body: full.clone(),
+            etag: Some("\"v1\"".into()),
+            cut: Cut {
+                times: 1,
+                after: cut,
+                ..Cut::default()
+            },
+            range: RangeMode::Honour,
+        },
+    );
+    let o = fetch(&env, &[("XROOT_RETRIES", "3")], &[]);
+    ok(&o);
+    let e = stderr(&o);
+    eprintln!("--- resumed:\n{e}");
+    assert!(
+        e.contains(&format!("cut after {cut} of {} bytes", full.len()))
+            && e.contains(&format!("resuming at byte {cut} (2/3)")),
+        "{e}"
+    );
+    assert!(!e.contains("retrying"), "resumed, not restarted: {e}");
+    let reqs = server.requests(&tarball_path());
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    assert_eq!(reqs[0], Seen::default(), "the first request is a plain GET");
+    assert_eq!(reqs[1].range, Some(format!("bytes={cut}-")));
+    assert_eq!(reqs[1].if_range.as_deref(), Some("\"v1\""));
+    // The file was sent once, not one and a half times.
+    assert_eq!(server.sent(&tarball_path()), full.len() as u64);
+    assert_tree_complete(&env.rootfs("aarch64"), &full);
+    assert_eq!(
+        std::fs::read(env.home().join("cache").join(TARBALL)).unwrap(),
+        full,
+        "the cached tarball is the file, spliced seamlessly"
+    );
+    assert_eq!(names(&env.home().join("tmp")), Vec::<String>::new());
+
+    // A body that stalls (read timeout, XROOT_TIMEOUT=1) is resumed too.
+    let server = FaultServer::alpine();
+    let env = Env::new(&server.url);
+    server.route(
+        &tarball_path(),
+        Reply::Ranges {
+            body: full.clone(),
+            etag: None,
+            cut: Cut {
+                times: 1,
+                after: 300_000,
+                stall: true,
+            },
+            range: RangeMode::Honour,
+        },
+    );
+    let o = fetch(&env, &[("XROOT_RETRIES", "2")], &[]);
+    ok(&o);
+    let e = stderr(&o);
+    assert!(e.contains("resuming at byte 300000 (2/2)"), "{e}");
+    assert!(e.to_lowercase().contains("timed out"), "{e}");
+    let reqs = server.requests(&tarball_path());
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    assert_eq!(reqs[1].range.as_deref(), Some("bytes=300000-"));
+    assert_eq!(server.sent(&tarball_path()), full.len() as u64);
+    assert_tree_complete(&env.rootfs("aarch64"), &full);
+}
+
+#[test]
+fn a_server_that_ignores_ranges_gets_a_restart() {
+    let server = FaultServer::alpine();
+    let env = Env::new(&server.url);
+    let full = tarball_bytes();
+    let cut = full.len() / 2;
+    server.route(
+        &tarball_path(),
+        Reply::Ranges {
+            body: full.clone(),
+            etag: None,
+            cut: Cut {
+                times: 1,
+                after: cut,
+                ..Cut::default()
+            },
+            range: RangeMode::Ignore,
+        },
+    );
+    let o = fetch(&env, &[("XROOT_RETRIES", "3")], &[]);
+    ok(&o);
+    let e = stderr(&o);
+    eprintln!("--- ignored Range:\n{e}");
+    assert!(e.contains(&format!("resuming at byte {cut} (2/3)")), "{e}");
+    assert!(
+        e.contains("could not resume") && e.contains("HTTP 200 instead of 206"),
+        "{e}"
+    );
+    assert!(e.contains("retrying (3/3)"), "{e}");
+    let reqs = server.requests(&tarball_path());
+    assert_eq!(reqs.len(), 3, "{reqs:?}");
+    assert_eq!(reqs[1].range, Some(format!("bytes={cut}-")));
+    assert_eq!(reqs[1].if_range, None, "no validator, no If-Range");
+    assert_eq!(
+        reqs[2],
+        Seen::default(),
+        "the restart asks for the whole file"
+    );
+    assert_tree_complete(&env.rootfs("aarch64"), &full);
+    assert_eq!(cached_downloads(&env.home()), [TARBALL]);
+}
+
+#[test]
+fn a_wrong_content_range_is_not_spliced() {
+    let server = FaultServer::alpine();
+    let env = Env::new(&server.url);
+    let full = tarball_bytes();
+    let cut = full.len() / 2;
+    // The server answers 206 for a range that starts 1000 bytes early:
+    // splicing it on would duplicate 1000 bytes.
+    server.route(
+        &tarball_path(),
+        Reply::Ranges {
+            body: full.clone(),
+            etag: Some("\"v1\"".into()),
+            cut: Cut {
+                times: 1,
+                after: cut,
+                ..Cut::default()
+            },
+            range: RangeMode::WrongStart(-1000),
+        },
+    );
+    let o = fetch(&env, &[("XROOT_RETRIES", "3")], &[]);
+    ok(&o);
+    let e = stderr(&o);
+    eprintln!("--- wrong Content-Range:\n{e}");
+    assert!(
+        e.contains(&format!(
+            "Content-Range \"bytes {}-{}/{}\" is not bytes {cut}-",
+            cut - 1000,
+            full.len() - 1,
+            full.len()
+        )),
+        "{e}"
+    );
+    assert!(e.contains("retrying (3/3)"), "{e}");
+    assert_eq!(server.requests(&tarball_path()).len(), 3);
+    assert_tree_complete(&env.rootfs("aarch64"), &full);
+    assert_eq!(cached_downloads(&env.home()), [TARBALL]);
+}
+
+#[test]
+fn resumes_count_against_the_attempt_budget() {
+    let server = FaultServer::alpine();
+    let env = Env::new(&server.url);
+    let full = tarball_bytes();
+    let url = server.at(&tarball_path());
+    // Every reply stops after a quarter of the file.
+    let quarter = full.len() / 4;
+    server.route(
+        &tarball_path(),
+        Reply::Ranges {
+            body: full.clone(),
+            etag: Some("\"v1\"".into()),
+            cut: Cut {
+                times: 1000,
+                after: quarter,
+                ..Cut::default()
+            },
+            range: RangeMode::Honour,
+        },
+    );
+    let o = fetch(&env, &[("XROOT_RETRIES", "3")], &[]);
+    let e = fails(
+        &env,
+        &o,
+        &[
+            &url,
+            &format!(
+                "download of {url} failed after {} of {} bytes",
+                3 * quarter,
+                full.len()
+            ),
+            "(after 3 attempts)",
+            "resuming at byte",
+        ],
+        "cut beyond the budget",
+    );
+    assert!(!e.contains("retrying"), "no attempt left to restart: {e}");
+    let ranges: Vec<_> = server
+        .requests(&tarball_path())
+        .into_iter()
+        .map(|s| s.range)
+        .collect();
+    assert_eq!(
+        ranges,
+        [
+            None,
+            Some(format!("bytes={quarter}-")),
+            Some(format!("bytes={}-", 2 * quarter))
+        ]
+    );
+
+    // XROOT_RETRIES=1: no resume either.
+    let before = server.hits(&tarball_path());
+    let o = fetch(&env, &[("XROOT_RETRIES", "1")], &[]);
+    let e = fails(
+        &env,
+        &o,
+        &[
+            &url,
+            &format!("failed after {quarter} of {} bytes", full.len()),
+        ],
+        "one attempt",
+    );
+    assert!(!e.contains("resuming"), "{e}");
+    assert_eq!(server.hits(&tarball_path()) - before, 1);
+}
+
+#[test]
+fn a_resume_from_another_file_fails_the_checksum() {
+    let server = FaultServer::alpine();
+    let env = Env::new(&server.url);
+    let full = tarball_bytes();
+    let cut = full.len() / 2;
+    // No ETag or Last-Modified, so no If-Range: the server's file changes
+    // between the two requests and nothing in HTTP can tell.
+    server.route(
+        &tarball_path(),
+        Reply::Ranges {
+            body: full.clone(),
+            etag: None,
+            cut: Cut {
+                times: 1,
+                after: cut,
+                ..Cut::default()
+            },
+            range: RangeMode::Other(other_tarball()),
+        },
+    );
+    let o = fetch(&env, &[("XROOT_RETRIES", "3")], &[]);
+    let e = fails(
+        &env,
+        &o,
+        &[
+            &server.at(&tarball_path()),
+            "sha256 mismatch",
+            &format!("resuming at byte {cut}"),
+        ],
+        "spliced from another file",
+    );
+    assert!(!e.contains("retrying"), "a mismatch is not retried: {e}");
+    let reqs = server.requests(&tarball_path());
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    assert_eq!(
+        reqs[1],
+        Seen {
+            range: Some(format!("bytes={cut}-")),
+            if_range: None
+        }
     );
 }

@@ -5,7 +5,9 @@
 //! 1. take the id's exclusive lock (concurrent fetches wait, then find it installed);
 //! 2. resolve the source and cross-check the index against the `.sha256` file
 //!    *before* downloading the tarball;
-//! 3. stream: hash + cache copy + decompress + extract into a staging dir;
+//! 3. stream: hash + cache copy + decompress + extract into a staging dir
+//!    (a body cut short is resumed with a Range request when the server
+//!    allows it, else the whole install is tried again);
 //! 4. verify hashes (a mismatch removes the staging dir and the cache copy);
 //! 5. check the tree really is of the arch asked for;
 //! 6. write the manifest, then `rename` the staging dir into place.
@@ -149,24 +151,26 @@ pub fn install_locked(
     let transport = transport::Transport::new(cfg.clone());
     let plan = resolve(&transport, spec, req, ui)?;
     let remote = transport::local_path(&plan.url).is_none();
-    let mut delay = cfg.backoff;
-    let mut attempt = 1;
+    // One budget for the whole download: connection retries, resumes of a
+    // cut body (inside the transport) and restarts from zero (here).
+    let attempts = transport::Attempts::new(&cfg);
     loop {
         let staging = store.staging(&req.id)?;
         let result = install(
-            store, catalog, spec, req, &plan, &transport, &staging, ui, hook,
+            store, catalog, spec, req, &plan, &transport, &attempts, &staging, ui, hook,
         );
         let Err(e) = result else { return result };
         // Nothing half-done: the staging tree goes; the store is as before.
         let _ = store::remove_tree(&staging);
-        // A download cut short (connection reset, stall, early close) is
+        // A download cut short that could not be resumed (the server does
+        // not do ranges, or its reply did not continue the same file) is
         // tried again from the start, as a failed connection is.
-        if remote && attempt < cfg.attempts && crate::error::is_retryable(&e) {
-            ui.warn(format!("{e}; retrying ({}/{})", attempt + 1, cfg.attempts));
-            std::thread::sleep(delay);
-            delay *= 2;
-            attempt += 1;
-            continue;
+        if remote && crate::error::is_retryable(&e) {
+            if let Some((n, delay)) = attempts.next() {
+                ui.warn(format!("{e}; retrying ({n}/{})", attempts.max()));
+                std::thread::sleep(delay);
+                continue;
+            }
         }
         return Err(e);
     }
@@ -319,6 +323,7 @@ fn install(
     req: &Request,
     plan: &Plan,
     t: &transport::Transport,
+    attempts: &transport::Attempts,
     staging: &Path,
     ui: Ui,
     hook: Option<PostExtract>,
@@ -345,7 +350,7 @@ fn install(
     } else {
         ui.info(format!("downloading {}", plan.url));
     }
-    let body = t.get(&plan.url)?;
+    let body = t.get_download(&plan.url, attempts, Box::new(move |m| ui.warn(m)))?;
     let bar = ui.bar(body.len, "fetch");
     // A body may not run past its declared size by much; an undeclared one
     // is capped at the unpack limit (compressed data is smaller than that).
@@ -395,9 +400,13 @@ fn install(
     if let Some(e) = source_error {
         cleanup();
         let declared = body.len.map(|l| format!(" of {l}")).unwrap_or_default();
+        let tries = match attempts.used() {
+            1 => String::new(),
+            n => format!(" (after {n} attempts)"),
+        };
         bail!(crate::error::hinted_retryable(
             format!(
-                "download of {} failed after {bytes}{declared} bytes: {e}",
+                "download of {} failed after {bytes}{declared} bytes: {e}{tries}",
                 plan.url
             ),
             "try again; nothing was installed"

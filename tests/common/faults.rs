@@ -7,7 +7,10 @@
 //! instead of a status line. By default it serves `../shared/alpine-mirror`
 //! like [`super::MirrorServer`]; a [`Reply`] set with [`FaultServer::route`]
 //! overrides one URL path. It counts requests and body bytes sent per path,
-//! so tests can assert "one download" or wait until a download is under way.
+//! so tests can assert "one download" or wait until a download is under way,
+//! and records each request's `Range` and `If-Range` headers
+//! ([`FaultServer::requests`]). [`Reply::Ranges`] serves a file that honours
+//! (or mishandles) `Range: bytes=N-` requests.
 //!
 //! Every loop in here is bounded: a stalled reply ends when the server is
 //! dropped or after [`MAX_STALL`], whichever comes first. It listens on
@@ -98,6 +101,51 @@ pub enum Reply {
     /// 200 without Content-Length, then `prefix` and zero bytes for ever
     /// (until the client goes away or [`MAX_STALL`]).
     Endless { prefix: Vec<u8> },
+    /// `body` served with `Accept-Ranges: bytes` (and `etag` as `ETag`, if
+    /// any): a request with `Range: bytes=N-` gets what `range` says, any
+    /// other a 200 with the whole body. The first `cut.times` requests
+    /// send at most `cut.after` bytes of their reply's body, then close
+    /// the connection or stall (the full reply length declared).
+    Ranges {
+        body: Vec<u8>,
+        etag: Option<String>,
+        cut: Cut,
+        range: RangeMode,
+    },
+}
+
+/// Which requests of a [`Reply::Ranges`] are cut short, and where.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Cut {
+    pub times: usize,
+    pub after: usize,
+    /// Stall (send nothing more, keep the connection open) instead of
+    /// closing the connection.
+    pub stall: bool,
+}
+
+/// How a [`Reply::Ranges`] answers `Range: bytes=N-`. In every mode an
+/// `If-Range` that is not the current `ETag` gets a 200 with the whole
+/// body (as RFC 9110 says), and a start at or past the end a 416.
+#[derive(Clone)]
+pub enum RangeMode {
+    /// 206 with `Content-Range: bytes N-(len-1)/len` and the rest of the file.
+    Honour,
+    /// Ignore the range: 200 and the whole body.
+    Ignore,
+    /// 206 for another start (N + shift), with its Content-Range and bytes.
+    WrongStart(i64),
+    /// 206 with the right Content-Range, but the bytes of this other file
+    /// of the same length (a file replaced between two requests, which
+    /// only a validator would reveal).
+    Other(Vec<u8>),
+}
+
+/// The headers of one request that matter to resuming.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Seen {
+    pub range: Option<String>,
+    pub if_range: Option<String>,
 }
 
 /// What a [`Reply::Lying`] does once its body is sent.
@@ -114,6 +162,7 @@ struct State {
     routes: HashMap<String, Reply>,
     hits: HashMap<String, usize>,
     sent: HashMap<String, u64>,
+    requests: HashMap<String, Vec<Seen>>,
 }
 
 pub struct FaultServer {
@@ -179,6 +228,18 @@ impl FaultServer {
         *self.state.lock().unwrap().sent.get(path).unwrap_or(&0)
     }
 
+    /// The `Range` and `If-Range` headers of each request for `path`, in
+    /// the order they arrived.
+    pub fn requests(&self, path: &str) -> Vec<Seen> {
+        self.state
+            .lock()
+            .unwrap()
+            .requests
+            .get(path)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// Every request count, for failure messages.
     pub fn all_hits(&self) -> Vec<(String, usize)> {
         let mut v: Vec<_> = self
@@ -212,8 +273,9 @@ impl Drop for FaultServer {
     }
 }
 
-/// Reads the request head; returns the URL path.
-fn read_request(conn: &mut TcpStream) -> Option<String> {
+/// Reads the request head; returns the URL path and the headers tests
+/// look at.
+fn read_request(conn: &mut TcpStream) -> Option<(String, Seen)> {
     conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
@@ -225,23 +287,40 @@ fn read_request(conn: &mut TcpStream) -> Option<String> {
         head.extend_from_slice(&buf[..n]);
     }
     let text = String::from_utf8_lossy(&head);
-    let target = text.lines().next()?.split(' ').nth(1)?.to_string();
-    Some(target.split('?').next().unwrap_or("/").to_string())
+    let mut lines = text.lines();
+    let target = lines.next()?.split(' ').nth(1)?.to_string();
+    let mut seen = Seen::default();
+    for line in lines {
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
+        let v = Some(v.trim().to_string());
+        if k.trim().eq_ignore_ascii_case("range") {
+            seen.range = v;
+        } else if k.trim().eq_ignore_ascii_case("if-range") {
+            seen.if_range = v;
+        }
+    }
+    Some((target.split('?').next().unwrap_or("/").to_string(), seen))
 }
 
 fn serve(mut conn: TcpStream, root: &Path, state: &Mutex<State>, stop: &AtomicBool) {
     let _ = conn.set_nonblocking(false);
-    let Some(path) = read_request(&mut conn) else {
+    let Some((path, seen)) = read_request(&mut conn) else {
         return;
     };
-    let reply = {
+    let (reply, n) = {
         let mut s = state.lock().unwrap();
         let n = {
             let h = s.hits.entry(path.clone()).or_insert(0);
             *h += 1;
             *h
         };
-        match s.routes.get(&path).cloned().unwrap_or(Reply::Mirror) {
+        s.requests
+            .entry(path.clone())
+            .or_default()
+            .push(seen.clone());
+        let reply = match s.routes.get(&path).cloned().unwrap_or(Reply::Mirror) {
             Reply::FailFirst { times, status } if n <= times => Reply::Status(status),
             Reply::FailFirst { .. } => Reply::Mirror,
             Reply::CutFirst { times } if n <= times => {
@@ -256,7 +335,8 @@ fn serve(mut conn: TcpStream, root: &Path, state: &Mutex<State>, stop: &AtomicBo
             }
             Reply::CutFirst { .. } => Reply::Mirror,
             r => r,
-        }
+        };
+        (reply, n)
     };
     let count = |n: usize| {
         *state.lock().unwrap().sent.entry(path.clone()).or_insert(0) += n as u64;
@@ -349,15 +429,99 @@ fn serve(mut conn: TcpStream, root: &Path, state: &Mutex<State>, stop: &AtomicBo
                 count(zeros.len());
             }
         }
+        Reply::Ranges {
+            body,
+            etag,
+            cut,
+            range,
+        } => {
+            let limit = (n <= cut.times).then_some(cut.after);
+            serve_ranges(&mut conn, &body, etag, &range, &seen, limit, &count);
+            if limit.is_some() && cut.stall {
+                stalled(&conn);
+            }
+        }
     }
     let _ = conn.flush();
+}
+
+/// A [`Reply::Ranges`] reply; at most `limit` body bytes are sent.
+fn serve_ranges(
+    conn: &mut TcpStream,
+    body: &[u8],
+    etag: Option<String>,
+    mode: &RangeMode,
+    seen: &Seen,
+    limit: Option<usize>,
+    count: &dyn Fn(usize),
+) {
+    let len = body.len();
+    let start = seen
+        .range
+        .as_deref()
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.strip_suffix('-'))
+        .and_then(|r| r.parse::<usize>().ok());
+    let validated = match (&seen.if_range, &etag) {
+        (None, _) => true,
+        (Some(v), Some(e)) => v == e,
+        (Some(_), None) => false,
+    };
+    // (status, Content-Range, bytes sent)
+    let (code, content_range, data): (u16, Option<String>, &[u8]) = match (start, mode) {
+        (None, _) | (_, RangeMode::Ignore) => (200, None, body),
+        (Some(_), _) if !validated => (200, None, body),
+        (Some(s), _) if s >= len => (416, Some(format!("bytes */{len}")), &[]),
+        (Some(s), RangeMode::Honour) => (
+            206,
+            Some(format!("bytes {s}-{}/{len}", len - 1)),
+            &body[s..],
+        ),
+        (Some(s), RangeMode::WrongStart(shift)) => {
+            let s = (s as i64 + shift).clamp(0, len as i64 - 1) as usize;
+            (
+                206,
+                Some(format!("bytes {s}-{}/{len}", len - 1)),
+                &body[s..],
+            )
+        }
+        (Some(s), RangeMode::Other(other)) => (
+            206,
+            Some(format!("bytes {s}-{}/{}", other.len() - 1, other.len())),
+            &other[s.min(other.len())..],
+        ),
+    };
+    let mut headers = vec![
+        ("Content-Length", data.len().to_string()),
+        ("Accept-Ranges", "bytes".to_string()),
+    ];
+    if let Some(cr) = content_range {
+        headers.push(("Content-Range", cr));
+    }
+    if let Some(e) = etag {
+        headers.push(("ETag", e));
+    }
+    if head(conn, code, &headers).is_err() {
+        return;
+    }
+    let data = &data[..limit.unwrap_or(data.len()).min(data.len())];
+    // In pieces, so that `sent` counts what a client that hangs up early
+    // (after a 200 it did not want) was really sent.
+    for piece in data.chunks(64 * 1024) {
+        if conn.write_all(piece).is_err() {
+            return;
+        }
+        count(piece.len());
+    }
 }
 
 fn head(conn: &mut TcpStream, code: u16, headers: &[(&str, String)]) -> std::io::Result<()> {
     let reason = match code {
         200 => "OK",
+        206 => "Partial Content",
         302 => "Found",
         404 => "Not Found",
+        416 => "Range Not Satisfiable",
         500 => "Internal Server Error",
         503 => "Service Unavailable",
         _ => "Status",

@@ -200,6 +200,10 @@ impl Store {
     pub fn cache_dir(&self) -> PathBuf {
         self.home.join("cache")
     }
+    /// Prelinked copies of qemu (`qemu::copy`), made when first needed.
+    pub fn qemu_dir(&self) -> PathBuf {
+        self.home.join("qemu")
+    }
 
     pub fn path_of(&self, id: &RootfsId) -> PathBuf {
         self.rootfs_dir().join(id.dir_name())

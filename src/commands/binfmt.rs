@@ -69,7 +69,9 @@ pub fn prepare(
                         _ => qemu::find(&spec.qemu, None)?,
                     },
                 };
-                out.registrations.push(registration(spec, &q, &mut finder));
+                let run = qemu::copy::for_guest(&ctx.store.qemu_dir(), &q);
+                out.registrations
+                    .push(registration(spec, &q, &run, &mut finder));
             }
             // With --multiarch, every other foreign arch with a qemu too, so a
             // guest program may exec a program of yet another arch. Not by
@@ -80,7 +82,9 @@ pub fn prepare(
                     continue;
                 }
                 if let Lookup::Found(q) = finder.lookup(&other.qemu) {
-                    out.registrations.push(registration(other, &q, &mut finder));
+                    let run = qemu::copy::for_guest(&ctx.store.qemu_dir(), &q);
+                    out.registrations
+                        .push(registration(other, &q, &run, &mut finder));
                 }
             }
             if finder.is_dirty() && ctx.store.create().is_ok() {
@@ -96,12 +100,14 @@ pub fn prepare(
     Ok(out)
 }
 
-fn registration(spec: &Spec, qemu: &Path, finder: &mut qemu::Finder) -> Registration {
+/// A private handler for `spec` that runs `run`: `qemu` itself or its
+/// prelinked copy (whose version is the original's, cached by path).
+fn registration(spec: &Spec, qemu: &Path, run: &Path, finder: &mut qemu::Finder) -> Registration {
     let p = want_preserve_argv0(host::kernel_version(), finder.version(qemu));
     Registration {
         name: format!("qemu-{}", spec.qemu),
         magic: spec.binfmt.clone(),
-        interpreter: qemu.to_path_buf(),
+        interpreter: run.to_path_buf(),
         flags: Flags {
             preserve_argv0: p,
             open_binary: true,
@@ -163,7 +169,7 @@ fn ensure_host_handler(ctx: &Ctx, spec: &Spec, qemu_override: Option<&Path>) -> 
             ));
         }
         let q = qemu::find(&spec.qemu, qemu_override)?;
-        let r = registration(spec, &q, &mut qemu::Finder::load(None));
+        let r = registration(spec, &q, &q, &mut qemu::Finder::load(None));
         inst.register(&r)?;
         ctx.ui.info(format!(
             "registered host binfmt handler {} → {} (flags {})",
@@ -430,7 +436,7 @@ fn install(ctx: &Ctx, arches: &[String], force: bool, qemu_override: Option<&Pat
                 ));
             }
         }
-        let r = registration(spec, &q, &mut qemu::Finder::load(None));
+        let r = registration(spec, &q, &q, &mut qemu::Finder::load(None));
         // A handler of the same name that claims other bytes is in the way too.
         if inst.dir.join(&r.name).exists() {
             if !force {

@@ -100,6 +100,7 @@ impl Env {
             .env("XROOT_MIRROR", &self.mirror)
             .env("XROOT_RETRIES", "2")
             .env_remove("XROOT_MAX_UNPACKED")
+            .env_remove("XROOT_QEMU_PRELINK")
             .current_dir(self.dir.path());
         c
     }

@@ -7,6 +7,9 @@ use anyhow::Result;
 
 use crate::error::hinted;
 
+pub mod copy;
+pub mod prelink;
+
 /// Where a search for qemu went.
 #[derive(Debug, Clone)]
 pub enum Lookup {

@@ -1,0 +1,158 @@
+//! The store's prelinked copies of qemu (see [`super::prelink`] for why).
+//!
+//! One copy per qemu binary, made the first time a guest needs it (~50 ms),
+//! named after the original's identity (device, inode, size, mtime), so an
+//! upgraded qemu gets a new copy and the old one is removed. A copy is used
+//! only after it has been run and printed the same `-version` as the
+//! original; a binary that cannot be prelinked or whose copy misbehaves is
+//! recorded (`NAME.unusable`, with the reason) and used as it is.
+//!
+//! Copies serve only the guest's private binfmt_misc handlers. A host
+//! handler (`xroot binfmt install`) is global and keeps the system's qemu.
+//! `XROOT_QEMU_PRELINK=0` turns copies off.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+/// Where the kernel itself puts a PIE on x86_64 and arm64 (`ELF_ET_DYN_BASE`,
+/// 2/3 of a 47/48-bit address space) ...
+const BASE_LOW: u64 = 0x5555_5555_4000;
+/// ... plus a random number of pages below 2^28, as the kernel's own
+/// randomisation of that base (`mmap_rnd_bits` = 28).
+const RANDOM_PAGES: u64 = 1 << 28;
+
+/// The binary a guest's binfmt handler should run for `qemu`: its
+/// prelinked copy in `dir`, made now if needed, or `qemu` itself.
+pub fn for_guest(dir: &Path, qemu: &Path) -> PathBuf {
+    if std::env::var_os("XROOT_QEMU_PRELINK").is_some_and(|v| v == "0") {
+        return qemu.to_path_buf();
+    }
+    let Some(name) = copy_name(qemu) else {
+        return qemu.to_path_buf();
+    };
+    let copy = dir.join(&name);
+    // The launch path: one stat.
+    if copy.is_file() {
+        return copy;
+    }
+    let unusable = dir.join(format!("{name}.unusable"));
+    if unusable.exists() {
+        return qemu.to_path_buf();
+    }
+    match make(dir, qemu, &copy) {
+        Ok(()) => {
+            prune(dir, qemu, &name);
+            crate::ui::trace("qemu copy made");
+            copy
+        }
+        Err(e) => {
+            // Recorded, so the next launch does not try again; shown by
+            // `XROOT_TRACE=1` and kept in the file for whoever looks.
+            let _ = fs::create_dir_all(dir)
+                .and_then(|_| fs::write(&unusable, format!("{}: {e:#}\n", qemu.display())));
+            crate::ui::trace(&format!("qemu copy not used: {e:#}"));
+            qemu.to_path_buf()
+        }
+    }
+}
+
+/// `qemu-aarch64-static.<16 hex digits>`: the file name plus a hash of the
+/// original's identity. (std's hasher with its fixed keys: on the launch
+/// path, and cheaper than SHA-256's code; should it change with a Rust
+/// release, a new copy is made and the old one pruned.)
+fn copy_name(qemu: &Path) -> Option<String> {
+    use std::hash::{Hash, Hasher};
+    let m = fs::metadata(qemu).ok()?;
+    let file = qemu.file_name()?.to_str()?;
+    let mut h = std::hash::DefaultHasher::new();
+    (qemu, m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()).hash(&mut h);
+    Some(format!("{file}.{:016x}", h.finish()))
+}
+
+/// Writes, checks and publishes the copy of `qemu` at `copy`.
+fn make(dir: &Path, qemu: &Path, copy: &Path) -> Result<()> {
+    let original = fs::read(qemu).with_context(|| format!("reading {}", qemu.display()))?;
+    let base = BASE_LOW + random_u64()? % RANDOM_PAGES * 4096;
+    let p = super::prelink::prelink(&original, base).map_err(|e| anyhow!("{e}"))?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    // Written under a name of our own, then renamed: a concurrent launch
+    // sees the whole copy or none, and so does one after a crash.
+    let tmp = dir.join(format!(".tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o755)
+            .open(&tmp)
+            .with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(&p.image)
+            .and_then(|_| f.sync_all())
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        drop(f);
+        let want = version(qemu)?;
+        let got = version(&tmp).context("the prelinked copy does not run")?;
+        if got != want {
+            bail!("the prelinked copy says {got:?}, the original {want:?}");
+        }
+        fs::rename(&tmp, copy).with_context(|| format!("renaming to {}", copy.display()))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// What `qemu -version` prints (its first line).
+fn version(qemu: &Path) -> Result<String> {
+    let o = Command::new(qemu)
+        .arg("-version")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .with_context(|| format!("running {} -version", qemu.display()))?;
+    let text = String::from_utf8_lossy(&o.stdout);
+    let line = text.lines().next().unwrap_or_default().to_string();
+    if !o.status.success() || line.is_empty() {
+        bail!("{} -version failed ({})", qemu.display(), o.status);
+    }
+    Ok(line)
+}
+
+/// Removes the copies of earlier versions of the same qemu.
+fn prune(dir: &Path, qemu: &Path, keep: &str) {
+    let Some(file) = qemu.file_name().and_then(|f| f.to_str()) else {
+        return;
+    };
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(rest) = name.strip_prefix(file).and_then(|r| r.strip_prefix('.')) else {
+            continue;
+        };
+        let digest = rest.strip_suffix(".unusable").unwrap_or(rest);
+        if name != keep && digest.len() == 16 && digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
+fn random_u64() -> Result<u64> {
+    let mut b = [0u8; 8];
+    // SAFETY: getrandom writes at most b.len() bytes into b.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != b.len() as isize {
+        bail!("getrandom failed: {}", std::io::Error::last_os_error());
+    }
+    Ok(u64::from_le_bytes(b))
+}

@@ -128,7 +128,8 @@ fn version(qemu: &Path) -> Result<String> {
     Ok(line)
 }
 
-/// Removes the copies of earlier versions of the same qemu.
+/// Removes the copies of earlier versions of the same qemu, and copies
+/// left half-written an hour ago or more by a killed xroot.
 fn prune(dir: &Path, qemu: &Path, keep: &str) {
     let Some(file) = qemu.file_name().and_then(|f| f.to_str()) else {
         return;
@@ -137,6 +138,18 @@ fn prune(dir: &Path, qemu: &Path, keep: &str) {
     for e in rd.flatten() {
         let name = e.file_name();
         let Some(name) = name.to_str() else { continue };
+        if name.starts_with(".tmp-") {
+            let stale = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age.as_secs() > 3600);
+            if stale {
+                let _ = fs::remove_file(e.path());
+            }
+            continue;
+        }
         let Some(rest) = name.strip_prefix(file).and_then(|r| r.strip_prefix('.')) else {
             continue;
         };

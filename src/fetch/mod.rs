@@ -12,6 +12,7 @@
 //! 5. check the tree really is of the arch asked for;
 //! 6. write the manifest, then `rename` the staging dir into place.
 
+mod resume;
 pub mod stream;
 pub mod transport;
 

@@ -50,16 +50,47 @@ fn relative_type(machine: u16) -> Option<u32> {
     }
 }
 
-/// What [`prelink`] made.
+/// What [`prelink`] made: the copy as changes to the original, so that
+/// neither has to be held in memory whole (qemu is 13 MB).
 #[derive(Debug)]
 pub struct Prelinked {
-    pub image: Vec<u8>,
+    /// (file offset, new bytes), to write in this order over a copy of the
+    /// original: later ones win where they overlap.
+    pub patches: Vec<(usize, Vec<u8>)>,
+    /// Where the new program header table goes (the original's size,
+    /// rounded up to a page; zeros in between).
+    pub table_offset: u64,
+    pub table: Vec<u8>,
     /// Relocations applied ahead of time.
     #[cfg_attr(not(test), allow(dead_code))]
     pub applied: usize,
     /// Relocations left for glibc at start-up (the table fix-ups included).
     #[cfg_attr(not(test), allow(dead_code))]
     pub kept: usize,
+}
+
+impl Prelinked {
+    /// Turns `file`, a copy of the original, into the prelinked copy.
+    pub fn write_into(&self, file: &std::fs::File) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        for (at, bytes) in &self.patches {
+            file.write_all_at(bytes, *at as u64)?;
+        }
+        file.set_len(self.table_offset)?;
+        file.write_all_at(&self.table, self.table_offset)
+    }
+
+    /// The whole copy in memory (for tests).
+    #[cfg(test)]
+    pub fn image(&self, original: &[u8]) -> Vec<u8> {
+        let mut out = original.to_vec();
+        for (at, bytes) in &self.patches {
+            out[*at..*at + bytes.len()].copy_from_slice(bytes);
+        }
+        out.resize(self.table_offset as usize, 0);
+        out.extend_from_slice(&self.table);
+        out
+    }
 }
 
 /// Makes an `ET_EXEC` copy of the static PIE `elf`, relocated for `base`
@@ -133,22 +164,51 @@ pub fn prelink(elf_bytes: &[u8], base: u64) -> Result<Prelinked, String> {
         .map_err(|_| "relocation table truncated")?
         .0;
 
-    let mut out = elf_bytes.to_vec();
+    // Applied relocations are written into copies of the stretches of the
+    // original they fall in: targets sorted, and a stretch goes on while
+    // the next target is within a page of it (for a real qemu: one stretch,
+    // its 2 MB of writable data).
+    let mut targets = Vec::with_capacity(relocs.len());
     let mut kept_relative = Vec::new();
     let mut kept_other = Vec::new();
-    let mut applied = 0;
     for r in relocs {
-        let target = r.r_offset.get(LE);
-        let at = file_offset(target, 8).filter(|_| r.r_type(LE, false) == relative);
-        match at {
-            Some(at) => {
-                let value = base.wrapping_add(r.r_addend.get(LE) as u64);
-                out[at..at + 8].copy_from_slice(&value.to_le_bytes());
-                applied += 1;
-            }
-            None if r.r_type(LE, false) == relative => kept_relative.push(*r),
+        let is_relative = r.r_type(LE, false) == relative;
+        match file_offset(r.r_offset.get(LE), 8).filter(|_| is_relative) {
+            Some(at) => targets.push((at, base.wrapping_add(r.r_addend.get(LE) as u64))),
+            None if is_relative => kept_relative.push(*r),
             None => kept_other.push(*r),
         }
+    }
+    let applied = targets.len();
+    targets.sort_unstable();
+    let mut patches: Vec<(usize, Vec<u8>)> = Vec::new();
+    let mut span: Option<(usize, usize)> = None;
+    let page = PAGE as usize;
+    let flush = |span: (usize, usize), patches: &mut Vec<(usize, Vec<u8>)>| {
+        patches.push((span.0, elf_bytes[span.0..span.1].to_vec()));
+    };
+    for &(at, _) in &targets {
+        span = match span {
+            Some((s, e)) if at <= e + page => Some((s, e.max(at + 8))),
+            Some(done) => {
+                flush(done, &mut patches);
+                Some((at - at % page, at + 8))
+            }
+            None => Some((at - at % page, at + 8)),
+        };
+    }
+    if let Some(done) = span {
+        flush(done, &mut patches);
+    }
+    // Both sorted by offset: one pass.
+    let mut i = 0;
+    for (at, value) in targets {
+        while patches[i].0 + patches[i].1.len() < at + 8 {
+            i += 1;
+        }
+        let (s, buf) = &mut patches[i];
+        let o = at - *s;
+        buf[o..o + 8].copy_from_slice(&value.to_le_bytes());
     }
 
     // The new segment for the program header table, after everything else
@@ -159,7 +219,7 @@ pub fn prelink(elf_bytes: &[u8], base: u64) -> Result<Prelinked, String> {
         .max()
         .ok_or("no PT_LOAD")?;
     let table_vaddr = top.next_multiple_of(PAGE);
-    let table_off = (out.len() as u64).next_multiple_of(PAGE);
+    let table_off = (elf_bytes.len() as u64).next_multiple_of(PAGE);
     let mut table: Vec<ProgramHeader64<LE>> = phdrs.to_vec();
     let size = ((table.len() + 1) * PHDR_SIZE) as u64;
     let mut seg = table[0];
@@ -218,28 +278,34 @@ pub fn prelink(elf_bytes: &[u8], base: u64) -> Result<Prelinked, String> {
     if kept.len() > count {
         return Err("too few relocations to make room for the table fix-ups".into());
     }
-    for (i, r) in kept.iter().enumerate() {
-        let at = rela_off + i * RELA_SIZE;
-        out[at..at + RELA_SIZE].copy_from_slice(pod::bytes_of(r));
-    }
-    let mut set_u64 = |at: usize, v: u64| out[at..at + 8].copy_from_slice(&v.to_le_bytes());
-    set_u64(relasz_at, (kept.len() * RELA_SIZE) as u64);
+    // Later patches win where they overlap earlier ones (the dynamic
+    // section lies in the writable data copied above).
+    let kept_bytes: Vec<u8> = kept
+        .iter()
+        .flat_map(|r| pod::bytes_of(r).to_vec())
+        .collect();
+    patches.push((rela_off, kept_bytes));
+    patches.push((
+        relasz_at,
+        ((kept.len() * RELA_SIZE) as u64).to_le_bytes().to_vec(),
+    ));
     if let Some(at) = relacount_at {
-        set_u64(at, relative_count as u64);
+        patches.push((at, (relative_count as u64).to_le_bytes().to_vec()));
     }
-
     let phnum = u16::try_from(table.len()).map_err(|_| "too many program headers")?;
-    let (h, _) = pod::from_bytes_mut::<FileHeader64<LE>>(&mut out).map_err(|_| "short header")?;
+    let mut h = *hdr;
     h.e_type.set(LE, elf::ET_EXEC);
     h.e_entry.set(LE, h.e_entry.get(LE).wrapping_add(base));
     h.e_phoff.set(LE, table_off);
     h.e_phnum.set(LE, phnum);
-    out.resize(table_off as usize, 0);
-    for p in &table {
-        out.extend_from_slice(pod::bytes_of(p));
-    }
+    patches.push((0, pod::bytes_of(&h).to_vec()));
     Ok(Prelinked {
-        image: out,
+        patches,
+        table_offset: table_off,
+        table: table
+            .iter()
+            .flat_map(|p| pod::bytes_of(p).to_vec())
+            .collect(),
         applied,
         kept: kept.len(),
     })
@@ -321,14 +387,23 @@ mod tests {
             let p = prelink(&original, BASE).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert!(p.applied > 10_000, "{name}: {} applied", p.applied);
             assert!(p.kept < 100, "{name}: {} kept", p.kept);
-            let copy = write_exe(dir.path(), &name, &p.image);
+            let copy = write_exe(dir.path(), &name, &p.image(&original));
+            // The way xroot writes it (changes over a copy of the file)
+            // gives the same bytes.
+            let other = dir.path().join(format!("{name}.patched"));
+            std::fs::copy(e.path(), &other).unwrap();
+            let f = std::fs::OpenOptions::new().write(true).open(&other).unwrap();
+            p.write_into(&f).unwrap();
+            drop(f);
+            assert!(std::fs::read(&other).unwrap() == std::fs::read(&copy).unwrap());
             let version = |exe: &Path| {
                 let o = Command::new(exe).arg("-version").output().unwrap();
                 assert!(o.status.success(), "{}: {o:?}", exe.display());
                 String::from_utf8(o.stdout).unwrap()
             };
             assert_eq!(version(&copy), version(&e.path()), "{name}");
-            let h = FileHeader64::<LE>::parse(&p.image[..]).unwrap();
+            let image = p.image(&original);
+            let h = FileHeader64::<LE>::parse(&image[..]).unwrap();
             assert_eq!(h.e_type.get(LE), elf::ET_EXEC);
             assert_eq!(
                 h.e_entry.get(LE),
@@ -389,7 +464,7 @@ mod tests {
                 continue;
             };
             let p = prelink(&original, BASE).unwrap();
-            let exe = write_exe(dir.path(), &format!("pre-{ext}"), &p.image);
+            let exe = write_exe(dir.path(), &format!("pre-{ext}"), &p.image(&original));
             let o = Command::new(&exe).output().unwrap();
             assert!(o.status.success(), "{compiler}: {o:?}");
             assert_eq!(String::from_utf8_lossy(&o.stdout), want);
@@ -405,7 +480,7 @@ mod tests {
         if let Ok(q) = std::fs::read("/usr/bin/qemu-aarch64-static") {
             assert!(prelink(&q, BASE + 1).unwrap_err().contains("page-aligned"));
             // A prelinked copy is an ET_EXEC: not prelinked twice.
-            let once = prelink(&q, BASE).unwrap().image;
+            let once = prelink(&q, BASE).unwrap().image(&q);
             assert!(prelink(&once, BASE).unwrap_err().contains("ET_DYN"));
         }
     }

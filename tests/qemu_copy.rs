@@ -27,12 +27,14 @@ fn interpreter(env: &Env, extra: &[&str]) -> PathBuf {
     PathBuf::from(line)
 }
 
-/// The files in the store's qemu directory.
+/// The files in the store's qemu directory but the makers' lock files
+/// (`.NAME.lock`); a half-written copy (`.tmp-PID`) would be listed.
 fn copies(env: &Env) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(env.home().join("qemu"))
         .map(|rd| {
             rd.flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !(n.starts_with('.') && n.ends_with(".lock")))
                 .collect()
         })
         .unwrap_or_default();
@@ -159,7 +161,49 @@ fn a_qemu_that_cannot_be_prelinked_is_used_as_it_is() {
         .expect("the refusal is recorded");
     let why = std::fs::read_to_string(env.home().join("qemu").join(&marker)).unwrap();
     assert!(why.contains(&q) && why.contains("ET_DYN"), "{why}");
+    // ... and shown by doctor.
+    let doctor = stdout(&env.run(&["doctor"]));
+    let line = doctor.lines().find(|l| l.contains("qemu copies")).unwrap();
+    assert!(
+        line.contains("1 prelinked") && line.contains("not prelinked") && line.contains("ET_DYN"),
+        "{line}"
+    );
     // Recorded: the next launch does not try again, and works.
     let out = ok(&env.run(&["run", "--qemu", &q, "aarch64", "--", "uname", "-m"]));
     assert_eq!(out, "aarch64\n");
+}
+
+#[test]
+fn guests_started_together_make_one_copy() {
+    if !sandbox_ready("aarch64") {
+        return;
+    }
+    // Fetched without a copy, so the runs below find none.
+    let env = Env::new(&format!("file://{}", mirror_dir().display()));
+    let mut c = env.cmd();
+    c.env("XROOT_QEMU_PRELINK", "0")
+        .args(["fetch", "aarch64", "--branch", "v3.20", "--quiet"]);
+    ok(&c.output().unwrap());
+    assert!(copies(&env).is_empty());
+    let children: Vec<_> = (0..8)
+        .map(|_| {
+            env.cmd()
+                .env("XROOT_TRACE", "1")
+                .args(["run", "aarch64", "--", "uname", "-m"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut makers = 0;
+    for child in children {
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(ok(&o), "aarch64\n");
+        makers += stderr(&o).matches("qemu copy made").count();
+    }
+    assert_eq!(makers, 1, "the others waited for the first maker");
+    let made = copies(&env);
+    assert_eq!(made.len(), 1, "one copy, no half-written one: {made:?}");
+    assert!(made[0].starts_with("qemu-aarch64-static."), "{made:?}");
 }

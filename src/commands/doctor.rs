@@ -99,6 +99,22 @@ pub fn doctor(ctx: &Ctx, json: bool) -> Result<i32> {
         ));
     }
 
+    // Informational: a qemu that cannot be prelinked still works.
+    let (on, copies, refused) = qemu::copy::summary(&ctx.store.qemu_dir());
+    let mut detail = if on {
+        format!(
+            "{} prelinked in {} (made when first needed)",
+            copies.len(),
+            ctx.store.qemu_dir().display()
+        )
+    } else {
+        "off (XROOT_QEMU_PRELINK=0): guests run the system's qemu".to_string()
+    };
+    for r in &refused {
+        detail.push_str(&format!("; not prelinked: {r}"));
+    }
+    checks.push(check("qemu copies", true, detail, None));
+
     let uid = nix::unistd::geteuid().as_raw();
     let map = IdMap::for_caller();
     let (ok, detail) = match &map {

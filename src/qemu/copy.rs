@@ -12,7 +12,7 @@
 //! `XROOT_QEMU_PRELINK=0` turns copies off.
 
 use std::fs;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -43,6 +43,15 @@ pub fn for_guest(dir: &Path, qemu: &Path) -> PathBuf {
     if unusable.exists() {
         return qemu.to_path_buf();
     }
+    // One maker at a time (20 guests started at once on a new store must
+    // not each write 13 MB); the others wait, then find the copy.
+    let _lock = lock(dir, &name);
+    if copy.is_file() {
+        return copy;
+    }
+    if unusable.exists() {
+        return qemu.to_path_buf();
+    }
     match make(dir, qemu, &copy) {
         Ok(()) => {
             prune(dir, qemu, &name);
@@ -58,6 +67,47 @@ pub fn for_guest(dir: &Path, qemu: &Path) -> PathBuf {
             qemu.to_path_buf()
         }
     }
+}
+
+/// For `xroot doctor`: whether copies are on, the copies in `dir`, and
+/// the reasons recorded for qemus that could not be prelinked.
+pub fn summary(dir: &Path) -> (bool, Vec<String>, Vec<String>) {
+    let on = !std::env::var_os("XROOT_QEMU_PRELINK").is_some_and(|v| v == "0");
+    let (mut copies, mut refused) = (Vec::new(), Vec::new());
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        if name.ends_with(".unusable") {
+            let why = fs::read_to_string(e.path()).unwrap_or_default();
+            refused.push(why.trim().to_string());
+        } else {
+            copies.push(name);
+        }
+    }
+    copies.sort();
+    refused.sort();
+    (on, copies, refused)
+}
+
+/// An exclusive lock on `dir/.NAME.lock`, released when dropped; None if
+/// the lock file cannot be made (then makers may race, which is safe).
+fn lock(dir: &Path, name: &str) -> Option<fs::File> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .ok()?;
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(dir.join(format!(".{name}.lock")))
+        .ok()?;
+    // SAFETY: flock on an fd we own.
+    (unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&f), libc::LOCK_EX) } == 0).then_some(f)
 }
 
 /// `qemu-aarch64-static.<16 hex digits>`: the file name plus a hash of the
@@ -157,11 +207,15 @@ fn prune(dir: &Path, qemu: &Path, keep: &str) {
             }
             continue;
         }
-        let Some(rest) = name.strip_prefix(file).and_then(|r| r.strip_prefix('.')) else {
+        // NAME, NAME.unusable and .NAME.lock, NAME = FILE.<16 hex digits>.
+        let bare = name.strip_prefix('.').and_then(|n| n.strip_suffix(".lock"));
+        let of = bare.unwrap_or(name);
+        let Some(rest) = of.strip_prefix(file).and_then(|r| r.strip_prefix('.')) else {
             continue;
         };
         let digest = rest.strip_suffix(".unusable").unwrap_or(rest);
-        if name != keep && digest.len() == 16 && digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+        let ours = of == keep || of.strip_suffix(".unusable") == Some(keep);
+        if !ours && digest.len() == 16 && digest.bytes().all(|b| b.is_ascii_hexdigit()) {
             let _ = fs::remove_file(e.path());
         }
     }

@@ -392,7 +392,10 @@ mod tests {
             // gives the same bytes.
             let other = dir.path().join(format!("{name}.patched"));
             std::fs::copy(e.path(), &other).unwrap();
-            let f = std::fs::OpenOptions::new().write(true).open(&other).unwrap();
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&other)
+                .unwrap();
             p.write_into(&f).unwrap();
             drop(f);
             assert!(std::fs::read(&other).unwrap() == std::fs::read(&copy).unwrap());

@@ -34,7 +34,6 @@ fn fails(env: &Env, o: &Output, wants: &[&str], case: &str) -> String {
         assert!(e.contains(w), "{case}: stderr lacks {w:?}:\n{e}");
     }
     assert!(e.contains("xroot: error:"), "{case}: {e}");
-    eprintln!("--- {case}:\n{e}");
     assert_nothing_installed(&env.home(), case);
     e
 }
@@ -593,29 +592,39 @@ fn other_tarball() -> Vec<u8> {
     data
 }
 
+/// Serves the tarball (`etag` as its ETag), cut as `cut` says, and answers
+/// range requests as `range` says.
+fn serve_cut(server: &FaultServer, etag: Option<&str>, cut: Cut, range: RangeMode) {
+    server.route(
+        &tarball_path(),
+        Reply::Ranges {
+            body: tarball_bytes(),
+            etag: etag.map(str::to_string),
+            cut,
+            range,
+        },
+    );
+}
+
 #[test]
 fn a_cut_download_is_resumed_where_it_stopped() {
     let server = FaultServer::alpine();
     let env = Env::new(&server.url);
     let full = tarball_bytes();
     let cut = full.len() / 2;
-    server.route(
-        &tarball_path(),
-        Reply::Ranges {
-            body: full.clone(),
-            etag: Some("\"v1\"".into()),
-            cut: Cut {
-                times: 1,
-                after: cut,
-                ..Cut::default()
-            },
-            range: RangeMode::Honour,
+    serve_cut(
+        &server,
+        Some("\"v1\""),
+        Cut {
+            times: 1,
+            after: cut,
+            stall: false,
         },
+        RangeMode::Honour,
     );
     let o = fetch(&env, &[("XROOT_RETRIES", "3")], &[]);
     ok(&o);
     let e = stderr(&o);
-    eprintln!("--- resumed:\n{e}");
     assert!(
         e.contains(&format!("cut after {cut} of {} bytes", full.len()))
             && e.contains(&format!("resuming at byte {cut} (2/3)")),
@@ -640,18 +649,15 @@ fn a_cut_download_is_resumed_where_it_stopped() {
     // A body that stalls (read timeout, XROOT_TIMEOUT=1) is resumed too.
     let server = FaultServer::alpine();
     let env = Env::new(&server.url);
-    server.route(
-        &tarball_path(),
-        Reply::Ranges {
-            body: full.clone(),
-            etag: None,
-            cut: Cut {
-                times: 1,
-                after: 300_000,
-                stall: true,
-            },
-            range: RangeMode::Honour,
+    serve_cut(
+        &server,
+        None,
+        Cut {
+            times: 1,
+            after: 300_000,
+            stall: true,
         },
+        RangeMode::Honour,
     );
     let o = fetch(&env, &[("XROOT_RETRIES", "2")], &[]);
     ok(&o);
@@ -671,23 +677,19 @@ fn a_server_that_ignores_ranges_gets_a_restart() {
     let env = Env::new(&server.url);
     let full = tarball_bytes();
     let cut = full.len() / 2;
-    server.route(
-        &tarball_path(),
-        Reply::Ranges {
-            body: full.clone(),
-            etag: None,
-            cut: Cut {
-                times: 1,
-                after: cut,
-                ..Cut::default()
-            },
-            range: RangeMode::Ignore,
+    serve_cut(
+        &server,
+        None,
+        Cut {
+            times: 1,
+            after: cut,
+            stall: false,
         },
+        RangeMode::Ignore,
     );
     let o = fetch(&env, &[("XROOT_RETRIES", "3")], &[]);
     ok(&o);
     let e = stderr(&o);
-    eprintln!("--- ignored Range:\n{e}");
     assert!(e.contains(&format!("resuming at byte {cut} (2/3)")), "{e}");
     assert!(
         e.contains("could not resume") && e.contains("HTTP 200 instead of 206"),
@@ -715,23 +717,19 @@ fn a_wrong_content_range_is_not_spliced() {
     let cut = full.len() / 2;
     // The server answers 206 for a range that starts 1000 bytes early:
     // splicing it on would duplicate 1000 bytes.
-    server.route(
-        &tarball_path(),
-        Reply::Ranges {
-            body: full.clone(),
-            etag: Some("\"v1\"".into()),
-            cut: Cut {
-                times: 1,
-                after: cut,
-                ..Cut::default()
-            },
-            range: RangeMode::WrongStart(-1000),
+    serve_cut(
+        &server,
+        Some("\"v1\""),
+        Cut {
+            times: 1,
+            after: cut,
+            stall: false,
         },
+        RangeMode::WrongStart(-1000),
     );
     let o = fetch(&env, &[("XROOT_RETRIES", "3")], &[]);
     ok(&o);
     let e = stderr(&o);
-    eprintln!("--- wrong Content-Range:\n{e}");
     assert!(
         e.contains(&format!(
             "Content-Range \"bytes {}-{}/{}\" is not bytes {cut}-",
@@ -755,18 +753,15 @@ fn resumes_count_against_the_attempt_budget() {
     let url = server.at(&tarball_path());
     // Every reply stops after a quarter of the file.
     let quarter = full.len() / 4;
-    server.route(
-        &tarball_path(),
-        Reply::Ranges {
-            body: full.clone(),
-            etag: Some("\"v1\"".into()),
-            cut: Cut {
-                times: 1000,
-                after: quarter,
-                ..Cut::default()
-            },
-            range: RangeMode::Honour,
+    serve_cut(
+        &server,
+        Some("\"v1\""),
+        Cut {
+            times: 1000,
+            after: quarter,
+            stall: false,
         },
+        RangeMode::Honour,
     );
     let o = fetch(&env, &[("XROOT_RETRIES", "3")], &[]);
     let e = fails(
@@ -823,18 +818,15 @@ fn a_resume_from_another_file_fails_the_checksum() {
     let cut = full.len() / 2;
     // No ETag or Last-Modified, so no If-Range: the server's file changes
     // between the two requests and nothing in HTTP can tell.
-    server.route(
-        &tarball_path(),
-        Reply::Ranges {
-            body: full.clone(),
-            etag: None,
-            cut: Cut {
-                times: 1,
-                after: cut,
-                ..Cut::default()
-            },
-            range: RangeMode::Other(other_tarball()),
+    serve_cut(
+        &server,
+        None,
+        Cut {
+            times: 1,
+            after: cut,
+            stall: false,
         },
+        RangeMode::Other(other_tarball()),
     );
     let o = fetch(&env, &[("XROOT_RETRIES", "3")], &[]);
     let e = fails(

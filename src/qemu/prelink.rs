@@ -222,34 +222,28 @@ pub fn prelink(elf_bytes: &[u8], base: u64) -> Result<Prelinked, String> {
     let table_off = (elf_bytes.len() as u64).next_multiple_of(PAGE);
     let mut table: Vec<ProgramHeader64<LE>> = phdrs.to_vec();
     let size = ((table.len() + 1) * PHDR_SIZE) as u64;
+    // Points a program header at the table (the new segment, PT_PHDR).
+    let at_table = |p: &mut ProgramHeader64<LE>| {
+        for (field, v) in [
+            (&mut p.p_offset, table_off),
+            (&mut p.p_vaddr, table_vaddr),
+            (&mut p.p_paddr, table_vaddr),
+            (&mut p.p_filesz, size),
+            (&mut p.p_memsz, size),
+        ] {
+            field.set(LE, v);
+        }
+    };
     let mut seg = table[0];
-    for (field, v) in [
-        (&mut seg.p_offset, table_off),
-        (&mut seg.p_vaddr, table_vaddr),
-        (&mut seg.p_paddr, table_vaddr),
-        (&mut seg.p_filesz, size),
-        (&mut seg.p_memsz, size),
-        (&mut seg.p_align, PAGE),
-    ] {
-        field.set(LE, v);
-    }
+    at_table(&mut seg);
+    seg.p_align.set(LE, PAGE);
     seg.p_type.set(LE, elf::PT_LOAD);
     seg.p_flags.set(LE, elf::PF_R | elf::PF_W);
     table.push(seg);
     let mut fixups = Vec::new();
     for (i, p) in table.iter_mut().enumerate() {
         match p.p_type(LE) {
-            elf::PT_PHDR => {
-                for (field, v) in [
-                    (&mut p.p_offset, table_off),
-                    (&mut p.p_vaddr, table_vaddr),
-                    (&mut p.p_paddr, table_vaddr),
-                    (&mut p.p_filesz, size),
-                    (&mut p.p_memsz, size),
-                ] {
-                    field.set(LE, v);
-                }
-            }
+            elf::PT_PHDR => at_table(p),
             elf::PT_LOAD => {
                 let entry = table_vaddr + (i * PHDR_SIZE) as u64;
                 // p_vaddr at +16, p_paddr at +24 of a 64-bit program header.

@@ -79,6 +79,33 @@ macro_rules! outln {
 }
 pub(crate) use outln;
 
+/// Warnings from work that may run under a progress bar which does not
+/// exist yet (a download's resumes: the bar needs the response's length).
+#[derive(Clone)]
+pub struct Warner {
+    ui: Ui,
+    bar: std::sync::Arc<std::sync::OnceLock<ProgressBar>>,
+}
+
+impl Warner {
+    pub fn warn(&self, msg: &str) {
+        match self.bar.get() {
+            Some(b) => b.suspend(|| self.ui.warn(msg)),
+            None => self.ui.warn(msg),
+        }
+    }
+}
+
+impl Ui {
+    /// A [`Warner`]; see [`Bar::attach`].
+    pub fn warner(&self) -> Warner {
+        Warner {
+            ui: *self,
+            bar: Default::default(),
+        }
+    }
+}
+
 /// A progress bar, or nothing.
 pub struct Bar(Option<ProgressBar>);
 
@@ -86,6 +113,14 @@ impl Bar {
     #[cfg(test)]
     pub fn hidden() -> Bar {
         Bar(None)
+    }
+
+    /// Sends `w`'s warnings above this bar from now on (cleared and
+    /// redrawn around them), instead of into the bar's line.
+    pub fn attach(&self, w: &Warner) {
+        if let Some(pb) = &self.0 {
+            let _ = w.bar.set(pb.clone());
+        }
     }
 
     pub fn inc(&self, n: u64) {

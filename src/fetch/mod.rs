@@ -351,8 +351,11 @@ fn install(
     } else {
         ui.info(format!("downloading {}", plan.url));
     }
-    let body = t.get_download(&plan.url, attempts, Box::new(move |m| ui.warn(m)))?;
+    let warner = ui.warner();
+    let w = warner.clone();
+    let body = t.get_download(&plan.url, attempts, Box::new(move |m| w.warn(m)))?;
     let bar = ui.bar(body.len, "fetch");
+    bar.attach(&warner);
     // A body may not run past its declared size by much; an undeclared one
     // is capped at the unpack limit (compressed data is smaller than that).
     let raw_limit = body.len.map(|l| l + 1).unwrap_or(req.limits.max_bytes);

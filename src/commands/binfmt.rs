@@ -69,7 +69,7 @@ pub fn prepare(
                         _ => qemu::find(&spec.qemu, None)?,
                     },
                 };
-                let run = qemu::copy::for_guest(&ctx.store.qemu_dir(), &q);
+                let run = qemu::copy::for_guest(&ctx.store, &q);
                 out.registrations
                     .push(registration(spec, &q, &run, &mut finder));
             }
@@ -82,7 +82,7 @@ pub fn prepare(
                     continue;
                 }
                 if let Lookup::Found(q) = finder.lookup(&other.qemu) {
-                    let run = qemu::copy::for_guest(&ctx.store.qemu_dir(), &q);
+                    let run = qemu::copy::for_guest(&ctx.store, &q);
                     out.registrations
                         .push(registration(other, &q, &run, &mut finder));
                 }

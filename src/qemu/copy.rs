@@ -12,11 +12,13 @@
 //! `XROOT_QEMU_PRELINK=0` turns copies off.
 
 use std::fs;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{anyhow, bail, Context, Result};
+
+use crate::store::Store;
 
 /// Where the kernel itself puts a PIE on x86_64 and arm64 (`ELF_ET_DYN_BASE`,
 /// 2/3 of a 47/48-bit address space) ...
@@ -25,44 +27,60 @@ const BASE_LOW: u64 = 0x5555_5555_4000;
 /// randomisation of that base (`mmap_rnd_bits` = 28).
 const RANDOM_PAGES: u64 = 1 << 28;
 
+/// Whether guests run on copies (`XROOT_QEMU_PRELINK=0` says no).
+fn enabled() -> bool {
+    !std::env::var_os("XROOT_QEMU_PRELINK").is_some_and(|v| v == "0")
+}
+
 /// The binary a guest's binfmt handler should run for `qemu`: its
-/// prelinked copy in `dir`, made now if needed, or `qemu` itself.
-pub fn for_guest(dir: &Path, qemu: &Path) -> PathBuf {
-    if std::env::var_os("XROOT_QEMU_PRELINK").is_some_and(|v| v == "0") {
+/// prelinked copy in the store, made now if needed, or `qemu` itself.
+pub fn for_guest(store: &Store, qemu: &Path) -> PathBuf {
+    if !enabled() {
         return qemu.to_path_buf();
     }
     let Some(name) = copy_name(qemu) else {
         return qemu.to_path_buf();
     };
+    let dir = store.qemu_dir();
     let copy = dir.join(&name);
-    // The launch path: one stat.
-    if copy.is_file() {
-        return copy;
-    }
     let unusable = dir.join(format!("{name}.unusable"));
-    if unusable.exists() {
-        return qemu.to_path_buf();
+    // What an earlier launch decided, if anything.
+    let decided = || {
+        if copy.is_file() {
+            Some(copy.clone())
+        } else if unusable.exists() {
+            Some(qemu.to_path_buf())
+        } else {
+            None
+        }
+    };
+    // The launch path: one stat.
+    if let Some(p) = decided() {
+        return p;
     }
     // One maker at a time (20 guests started at once on a new store must
-    // not each write 13 MB); the others wait, then find the copy.
-    let _lock = lock(dir, &name);
-    if copy.is_file() {
-        return copy;
+    // not each write 13 MB); the others wait, then find what it decided.
+    // Without the lock (it could not be made) makers race, which is safe.
+    let _lock = store.lock_named(&format!("qemu-{name}"), true, true);
+    if let Some(p) = decided() {
+        return p;
     }
-    if unusable.exists() {
-        return qemu.to_path_buf();
-    }
-    match make(dir, qemu, &copy) {
+    let made = fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("creating {}", dir.display()))
+        .and_then(|_| make(&dir, qemu, &copy));
+    match made {
         Ok(()) => {
-            prune(dir, qemu, &name);
+            prune(&dir, qemu, &name);
             crate::ui::trace("qemu copy made");
             copy
         }
         Err(e) => {
             // Recorded, so the next launch does not try again; shown by
             // `XROOT_TRACE=1` and kept in the file for whoever looks.
-            let _ = fs::create_dir_all(dir)
-                .and_then(|_| fs::write(&unusable, format!("{}: {e:#}\n", qemu.display())));
+            let _ = fs::write(&unusable, format!("{}: {e:#}\n", qemu.display()));
             crate::ui::trace(&format!("qemu copy not used: {e:#}"));
             qemu.to_path_buf()
         }
@@ -72,7 +90,6 @@ pub fn for_guest(dir: &Path, qemu: &Path) -> PathBuf {
 /// For `xroot doctor`: whether copies are on, the copies in `dir`, and
 /// the reasons recorded for qemus that could not be prelinked.
 pub fn summary(dir: &Path) -> (bool, Vec<String>, Vec<String>) {
-    let on = !std::env::var_os("XROOT_QEMU_PRELINK").is_some_and(|v| v == "0");
     let (mut copies, mut refused) = (Vec::new(), Vec::new());
     for e in fs::read_dir(dir).into_iter().flatten().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
@@ -88,26 +105,7 @@ pub fn summary(dir: &Path) -> (bool, Vec<String>, Vec<String>) {
     }
     copies.sort();
     refused.sort();
-    (on, copies, refused)
-}
-
-/// An exclusive lock on `dir/.NAME.lock`, released when dropped; None if
-/// the lock file cannot be made (then makers may race, which is safe).
-fn lock(dir: &Path, name: &str) -> Option<fs::File> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .ok()?;
-    let f = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(dir.join(format!(".{name}.lock")))
-        .ok()?;
-    // SAFETY: flock on an fd we own.
-    (unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&f), libc::LOCK_EX) } == 0).then_some(f)
+    (enabled(), copies, refused)
 }
 
 /// `qemu-aarch64-static.<16 hex digits>`: the file name plus a hash of the
@@ -135,11 +133,6 @@ fn make(dir: &Path, qemu: &Path, copy: &Path) -> Result<()> {
     let base = BASE_LOW + random_u64()? % RANDOM_PAGES * 4096;
     let p = super::prelink::prelink(&original, base).map_err(|e| anyhow!("{e}"))?;
     drop(original);
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("creating {}", dir.display()))?;
     // Written under a name of our own, then renamed: a concurrent launch
     // sees the whole copy or none, and so does one after a crash.
     let tmp = dir.join(format!(".tmp-{}", std::process::id()));
@@ -207,14 +200,12 @@ fn prune(dir: &Path, qemu: &Path, keep: &str) {
             }
             continue;
         }
-        // NAME, NAME.unusable and .NAME.lock, NAME = FILE.<16 hex digits>.
-        let bare = name.strip_prefix('.').and_then(|n| n.strip_suffix(".lock"));
-        let of = bare.unwrap_or(name);
-        let Some(rest) = of.strip_prefix(file).and_then(|r| r.strip_prefix('.')) else {
+        // NAME and NAME.unusable, NAME = FILE.<16 hex digits>.
+        let Some(rest) = name.strip_prefix(file).and_then(|r| r.strip_prefix('.')) else {
             continue;
         };
         let digest = rest.strip_suffix(".unusable").unwrap_or(rest);
-        let ours = of == keep || of.strip_suffix(".unusable") == Some(keep);
+        let ours = name == keep || name.strip_suffix(".unusable") == Some(keep);
         if !ours && digest.len() == 16 && digest.bytes().all(|b| b.is_ascii_hexdigit()) {
             let _ = fs::remove_file(e.path());
         }

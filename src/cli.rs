@@ -144,6 +144,24 @@ pub struct BinfmtArgs {
     pub multiarch: bool,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CwdBind {
+    /// The top of the git work tree the current directory is in, else the directory.
+    Project,
+    /// Only the current directory.
+    Dir,
+    /// Nothing: the guest starts in its home.
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Dns {
+    /// The host's resolv.conf, read-only (followed inside the tree if the guest's is a symlink).
+    Host,
+    /// The guest's own /etc/resolv.conf, untouched.
+    Guest,
+}
+
 #[derive(Debug, Args)]
 pub struct GuestArgs {
     /// Use this directory as the root instead of an installed rootfs.
@@ -168,6 +186,16 @@ pub struct GuestArgs {
     /// the installed rootfs stays byte-for-byte unchanged.
     #[arg(long)]
     pub ephemeral: bool,
+    /// Which host directory is bound as the working directory: the
+    /// enclosing git work tree (so `../configure` works from a build
+    /// directory), only the current directory, or none. Never bound where
+    /// the guest has a non-empty directory of its own at that path.
+    #[arg(long, value_enum, default_value_t = CwdBind::Project, value_name = "WHAT")]
+    pub bind_cwd: CwdBind,
+    /// DNS configuration in the guest: the host's /etc/resolv.conf
+    /// (read-only), or the guest's own file left as it is.
+    #[arg(long, value_enum, default_value_t = Dns::Host)]
+    pub dns: Dns,
     /// Run as this guest user (NAME, UID or UID:GID), with its HOME.
     #[arg(long, value_name = "NAME|UID[:GID]")]
     pub user: Option<String>,

@@ -11,17 +11,6 @@ use anyhow::{bail, Context, Result};
 
 const PT_INTERP: u32 = 3;
 
-/// Reads the first `n` bytes of a file (fewer if it is shorter).
-pub fn read_header(path: &Path, n: usize) -> Result<Vec<u8>> {
-    let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut buf = Vec::with_capacity(n);
-    f.by_ref()
-        .take(n as u64)
-        .read_to_end(&mut buf)
-        .with_context(|| format!("reading {}", path.display()))?;
-    Ok(buf)
-}
-
 /// Whether the ELF file at `path` has a `PT_INTERP` program header, i.e.
 /// needs a dynamic loader.
 pub fn has_interp(path: &Path) -> Result<bool> {
@@ -140,7 +129,7 @@ mod tests {
             ("arm", false, false),
         ] {
             let p = dir.join(name);
-            let h = Header::parse(&read_header(&p, 64).unwrap()).unwrap();
+            let h = Header::parse(&std::fs::read(&p).unwrap()[..64]).unwrap();
             assert_eq!((h.big_endian, h.is64), (be, is64), "{name}");
             assert!(!has_interp(&p).unwrap(), "{name} probe is static");
         }

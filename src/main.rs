@@ -17,6 +17,7 @@ mod fetch;
 mod host;
 mod mirror;
 mod qemu;
+mod rootfs;
 mod sandbox;
 mod specs;
 mod store;

@@ -169,18 +169,24 @@ fn user_option_switches_ids_and_home() {
         "{}",
         stderr(&o)
     );
-    // ...or is created on first use, with a home that is the working directory.
-    let o = env.run(&[
-        "run",
-        "aarch64",
-        "--user",
-        "carol",
-        "--create-user",
-        "--",
-        "sh",
-        "-c",
-        "id -un; echo $HOME; pwd",
-    ]);
+    // ...or is created on first use, with a home that is the working
+    // directory (run from `/`, where no host directory is bound).
+    let o = env
+        .cmd()
+        .current_dir("/")
+        .args([
+            "run",
+            "aarch64",
+            "--user",
+            "carol",
+            "--create-user",
+            "--",
+            "sh",
+            "-c",
+            "id -un; echo $HOME; pwd",
+        ])
+        .output()
+        .expect("running xroot");
     assert_eq!(ok(&o), "carol\n/home/carol\n/home/carol\n");
     let o = env.run(&["run", "aarch64", "--user", "carol", "--", "id", "-un"]);
     assert_eq!(ok(&o), "carol\n");

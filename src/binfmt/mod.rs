@@ -54,7 +54,7 @@ impl Flags {
 }
 
 /// A handler to register.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Registration {
     pub name: String,
     pub magic: Magic,

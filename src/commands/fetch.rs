@@ -4,7 +4,7 @@
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 
@@ -251,37 +251,23 @@ fn apk_add(
         argv.push("--allow-untrusted".into());
     }
     argv.extend(m.packages.iter().cloned());
-    let env = [
-        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        "HOME=/root",
-        "USER=root",
-        "LOGNAME=root",
-        "LANG=C.UTF-8",
-    ];
-    let idmap = IdMap::for_caller();
-    let cfg = sandbox::Config {
-        rootfs: root.to_path_buf(),
-        hostname: format!("xroot-{}", spec.name),
-        argv: super::run::cstrings(argv.iter().map(String::as_str))?,
-        env: super::run::cstrings(env.into_iter())?,
-        workdir: PathBuf::from("/"),
-        binds: Vec::new(),
-        // apk needs DNS to reach a mirror by name.
-        resolv_conf: fs::canonicalize("/etc/resolv.conf")
+    // apk needs DNS to reach a mirror by name. The staging tree is not
+    // journalled: it is discarded or committed as a whole.
+    let plan = sandbox::Builder::new(
+        root,
+        super::run::cstrings(argv.iter().map(String::as_str))?,
+        IdMap::for_caller(),
+    )
+    .hostname(format!("xroot-{}", spec.name))
+    .binfmt(prepared.registrations, prepared.personality32)
+    .resolv_conf(
+        fs::canonicalize("/etc/resolv.conf")
             .ok()
             .filter(|p| p.is_file()),
-        binfmt: prepared.registrations,
-        personality32: prepared.personality32,
-        map_tty_gid: idmap.maps_gid(5),
-        idmap,
-        ephemeral: None,
-        user: None,
-        create_user: false,
-        workdir_is_default: false,
-        close_fds: Vec::new(),
-    };
+    )
+    .build()?;
     ui.info(format!("adding {list} to {id} (apk add)"));
-    let status = sandbox::run(&cfg);
+    let status = sandbox::run(&plan);
     sandbox::restore_signals();
     let status = status.with_context(|| format!("running apk add in {}", root.display()))?;
     if status != 0 {

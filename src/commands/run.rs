@@ -1,5 +1,5 @@
 //! `xroot run` and `xroot shell`: decide everything about the guest on the
-//! host side, then hand a complete [`sandbox::Config`] to the sandbox.
+//! host side, then hand a complete [`sandbox::Plan`] to the sandbox.
 
 use std::ffi::CString;
 use std::fs;
@@ -9,26 +9,25 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use super::Ctx;
-use crate::cli::GuestArgs;
+use crate::cli::{CwdBind, Dns, GuestArgs};
 use crate::error::hinted;
-use crate::fetch::{check_arch, check_header, shell_header};
-use crate::sandbox::{self, Bind};
+use crate::fetch::{check_arch, check_header};
+use crate::rootfs::{shell_header, Kind};
+use crate::sandbox::{self, Bind, Builder};
 use crate::specs::Spec;
 use crate::store::RootfsId;
 use crate::userns::IdMap;
 
-/// The guest's PATH: Alpine's default.
-const GUEST_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// Host directories never bound as the working directory: binding them
-/// over the guest's own would hide its system.
-const SYSTEM_DIRS: [&str; 16] = [
-    "/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/proc", "/run", "/sbin",
-    "/sys", "/usr", "/var", "/tmp", "/root",
-];
-
 pub fn run(ctx: &Ctx, arch: Option<String>, g: GuestArgs, cmd: Vec<String>) -> Result<i32> {
     let (spec, rootfs, lock_name) = target(ctx, arch.as_deref(), &g, &cmd[0])?;
+    // Mount points a killed run left in the tree are removed first, when
+    // no other run of the tree is using them (see `rootfs::mountpoints`).
+    let journal = ctx
+        .store
+        .home
+        .join("locks")
+        .join(format!("{lock_name}.mountpoints"));
+    clean_mountpoints(ctx, &rootfs, &journal, &lock_name);
     // Shared lock: `xroot rm` of this rootfs waits for us to finish.
     let lock = ctx.store.lock_named(&lock_name, false, true)?;
     crate::ui::trace("rootfs resolved and checked");
@@ -39,38 +38,46 @@ pub fn run(ctx: &Ctx, arch: Option<String>, g: GuestArgs, cmd: Vec<String>) -> R
         g.binfmt.qemu.as_deref(),
         g.binfmt.multiarch,
     )?;
-    let idmap = IdMap::for_caller();
 
-    // Mount points that the rootfs lacks are created now and removed after
-    // the run (see `MountPoints`), so entering leaves the tree as it was.
-    let mut created = MountPoints::new(&rootfs);
-    let mut binds = Vec::new();
-    let mut workdir = None;
+    let mut b = Builder::new(
+        &rootfs,
+        cstrings(cmd.iter().map(String::as_str))?,
+        IdMap::for_caller(),
+    )
+    .hostname(checked_hostname(g.hostname.clone(), &spec.name)?)
+    .binfmt(prepared.registrations, prepared.personality32);
+    for (k, v) in [
+        ("TERM", std::env::var("TERM").ok()),
+        ("LANG", std::env::var("LANG").ok()),
+    ] {
+        if let Some(v) = v.filter(|v| !v.is_empty() && !v.contains('\0')) {
+            b = b.env(k, &v);
+        }
+    }
+    for kv in &g.env {
+        let (k, v) = parse_env(kv)?;
+        b = b.env(k, v);
+    }
+    let home = if rootfs.join("root").is_dir() {
+        "/root"
+    } else {
+        "/"
+    };
     let cwd = std::env::current_dir()
         .ok()
         .and_then(|d| d.canonicalize().ok());
-    if let Some(cwd) = &cwd {
-        let system = SYSTEM_DIRS.iter().any(|s| Path::new(s) == cwd)
-            || cwd.starts_with(&rootfs)
-            || rootfs.starts_with(cwd);
-        // The implicit current-directory bind is a convenience: when its
-        // path cannot exist in the guest (a symlink there, e.g. /var/run),
-        // run without it rather than fail.
-        if !system {
-            match created.ensure(cwd, true) {
-                Ok(()) => {
-                    binds.push(Bind {
-                        src: cwd.clone(),
-                        dst: cwd.clone(),
-                        readonly: false,
-                    });
-                    workdir = Some(cwd.clone());
-                }
-                Err(e) => ctx.ui.warn(format!(
-                    "not binding the current directory: {e:#}; use --bind SRC:DST and --workdir"
-                )),
-            }
-        }
+    let cwd_plan = match &cwd {
+        Some(cwd) => cwd_plan(ctx, &rootfs, cwd, g.bind_cwd),
+        None => CwdPlan::default(),
+    };
+    if let Some(note) = &cwd_plan.note {
+        ctx.ui.info(note);
+    }
+    if let Some(bind) = cwd_plan.bind {
+        b = b.bind(bind);
+    }
+    for m in cwd_plan.masks {
+        b = b.mask(m);
     }
     for (spec_str, ro) in g
         .bind
@@ -78,67 +85,27 @@ pub fn run(ctx: &Ctx, arch: Option<String>, g: GuestArgs, cmd: Vec<String>) -> R
         .map(|b| (b, false))
         .chain(g.ro_bind.iter().map(|b| (b, true)))
     {
-        binds.push(parse_bind(spec_str, ro)?);
+        b = b.bind(parse_bind(spec_str, ro)?);
     }
-    let cwd_bound = usize::from(workdir.is_some());
-    let workdir_is_default = g.workdir.is_none() && workdir.is_none();
-    let workdir = match g.workdir {
-        Some(w) if w.is_absolute() => w,
+    match g.workdir {
+        Some(w) if w.is_absolute() => b = b.workdir(w, None),
         Some(w) => {
             return Err(hinted(
                 format!("--workdir {} is not absolute", w.display()),
                 "give a path inside the guest, e.g. --workdir /root",
             ))
         }
-        None => workdir.unwrap_or_else(|| {
-            if rootfs.join("root").is_dir() {
-                PathBuf::from("/root")
-            } else {
-                PathBuf::from("/")
-            }
-        }),
-    };
-
-    for b in binds.iter().skip(cwd_bound) {
-        created.ensure(&b.dst, b.src.is_dir())?;
+        None => match cwd_plan.workdir {
+            Some(w) => b = b.workdir(w, Some(PathBuf::from(home))),
+            None => b = b.workdir(PathBuf::from(home), None).default_workdir(),
+        },
     }
-    for d in ["proc", "sys", "dev"] {
-        created.ensure(Path::new("/").join(d).as_path(), true)?;
-    }
-    let resolv_conf = fs::canonicalize("/etc/resolv.conf")
-        .ok()
-        .filter(|p| p.is_file());
-    if resolv_conf.is_some() && rootfs.join("etc").is_dir() {
-        created.ensure(Path::new("/etc/resolv.conf"), false)?;
-    }
-
-    let mut env = vec![
-        format!("PATH={GUEST_PATH}"),
-        "HOME=/root".to_string(),
-        "USER=root".to_string(),
-        "LOGNAME=root".to_string(),
-        "SHELL=/bin/sh".to_string(),
-        format!(
-            "TERM={}",
-            std::env::var("TERM").unwrap_or_else(|_| "xterm".into())
-        ),
-        format!(
-            "LANG={}",
-            std::env::var("LANG")
+    if g.dns == Dns::Host {
+        b = b.resolv_conf(
+            fs::canonicalize("/etc/resolv.conf")
                 .ok()
-                .filter(|l| !l.is_empty())
-                .unwrap_or_else(|| "C.UTF-8".into())
-        ),
-    ];
-    for kv in &g.env {
-        let Some((k, _)) = kv.split_once('=') else {
-            return Err(hinted(
-                format!("--env {kv:?} is not K=V"),
-                "write it as --env NAME=value",
-            ));
-        };
-        env.retain(|e| !e.starts_with(&format!("{k}=")));
-        env.push(kv.clone());
+                .filter(|p| p.is_file()),
+        );
     }
 
     let user = g
@@ -155,44 +122,167 @@ pub fn run(ctx: &Ctx, arch: Option<String>, g: GuestArgs, cmd: Vec<String>) -> R
             "give the name of the user to create",
         ));
     }
+    b = b.user(user, g.create_user);
     // --ephemeral mounts its throwaway layer on an empty directory of the
-    // store, inside the guest's own mount namespace only.
-    let ephemeral = if g.ephemeral {
+    // store, inside the guest's own mount namespace only; mount points go
+    // into that layer, never into the tree.
+    if g.ephemeral {
         let mnt = ctx.store.home.join("mnt");
         fs::create_dir_all(&mnt).with_context(|| format!("creating {}", mnt.display()))?;
-        Some(mnt)
+        b = b.ephemeral(Some(mnt));
     } else {
-        None
-    };
-    let cfg = sandbox::Config {
-        rootfs: rootfs.clone(),
-        hostname: g.hostname.unwrap_or_else(|| format!("xroot-{}", spec.name)),
-        argv: cstrings(cmd.iter().map(String::as_str))?,
-        env: cstrings(env.iter().map(String::as_str))?,
-        workdir,
-        binds,
-        resolv_conf,
-        binfmt: prepared.registrations,
-        personality32: prepared.personality32,
-        map_tty_gid: idmap.maps_gid(5),
-        idmap,
-        ephemeral,
-        user,
-        create_user: g.create_user,
-        workdir_is_default,
-        close_fds: lock.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect(),
-    };
-    crate::ui::trace("configured");
-    let result = sandbox::run(&cfg);
+        b = b.journal(journal.clone());
+    }
+    if let Some(l) = &lock {
+        b = b.close_fd(std::os::fd::AsRawFd::as_raw_fd(l));
+    }
+    let plan = b.build()?;
+    crate::ui::trace("planned");
+    let result = sandbox::run(&plan);
     crate::ui::trace("guest exited");
     drop(lock);
-    created.cleanup(ctx, &lock_name);
+    if plan.journal.is_some() {
+        clean_mountpoints(ctx, &rootfs, &journal, &lock_name);
+    }
     crate::ui::trace("cleaned up");
-    // xroot exits next: not freeing the configuration spares the
-    // copy-on-write faults that freeing pages still shared with the dying
-    // PID 1 would cost.
-    std::mem::forget(cfg);
+    // xroot exits next: not freeing the plan spares the copy-on-write
+    // faults that freeing pages still shared with the dying PID 1 would cost.
+    std::mem::forget(plan);
     result
+}
+
+/// Removes the mount points recorded in `journal` if no run of the tree
+/// is active (else the last run does it). Only stats when there is none.
+fn clean_mountpoints(ctx: &Ctx, rootfs: &Path, journal: &Path, lock_name: &str) {
+    if fs::symlink_metadata(journal).is_err() {
+        return;
+    }
+    if let Ok(Some(_excl)) = ctx.store.lock_named(lock_name, true, false) {
+        if let Err(e) = crate::rootfs::mountpoints::clean(rootfs, journal) {
+            ctx.ui.warn(format!(
+                "removing mount points xroot made in {}: {e:#}",
+                rootfs.display()
+            ));
+        }
+    }
+}
+
+/// What to do about the caller's working directory.
+#[derive(Debug, Default)]
+struct CwdPlan {
+    bind: Option<Bind>,
+    workdir: Option<PathBuf>,
+    masks: Vec<PathBuf>,
+    note: Option<String>,
+}
+
+/// Decides the working directory's bind by what the guest's tree holds:
+/// - inside the tree itself: start at the same place in the guest, no bind;
+/// - where the guest has a non-empty directory of its own at that path
+///   (`/usr/lib`, `/`): start there in the guest's own, no bind, and say so;
+/// - else bind it (by default the enclosing git work tree, so `../configure`
+///   from a build directory works) and start in it. If the bound directory
+///   holds the xroot store (the default store is under `$HOME`), the store
+///   is hidden in the guest behind an empty read-only mount.
+fn cwd_plan(ctx: &Ctx, rootfs: &Path, cwd: &Path, mode: CwdBind) -> CwdPlan {
+    if let Ok(rel) = cwd.strip_prefix(rootfs) {
+        return CwdPlan {
+            workdir: Some(Path::new("/").join(rel)),
+            ..Default::default()
+        };
+    }
+    let src = match mode {
+        CwdBind::None => return CwdPlan::default(),
+        CwdBind::Dir => cwd.to_path_buf(),
+        CwdBind::Project => project_root(cwd).unwrap_or_else(|| cwd.to_path_buf()),
+    };
+    let guest_has = |p: &Path| guest_nonempty_dir(rootfs, p);
+    if guest_has(&src) {
+        return CwdPlan {
+            workdir: Some(cwd.to_path_buf()).filter(|_| guest_has(cwd)),
+            // (Said, except for `/`, where nothing else was expected.)
+            note: (src != Path::new("/"))
+                .then(|| format!("not binding {}: the guest has its own {0}", src.display())),
+            ..Default::default()
+        };
+    }
+    let mut masks = Vec::new();
+    if ctx.store.home.starts_with(&src) {
+        masks.push(ctx.store.home.clone());
+    }
+    CwdPlan {
+        bind: Some(Bind {
+            src: src.clone(),
+            dst: src,
+            readonly: false,
+            kind: Kind::Dir,
+            optional: true,
+        }),
+        workdir: Some(cwd.to_path_buf()),
+        masks,
+        note: None,
+    }
+}
+
+/// The top of the git work tree `dir` is in, if any (a `.git` directory
+/// or file in it or an ancestor; `/` itself never counts).
+fn project_root(dir: &Path) -> Option<PathBuf> {
+    dir.ancestors()
+        .filter(|d| d.parent().is_some())
+        .find(|d| fs::symlink_metadata(d.join(".git")).is_ok())
+        .map(Path::to_path_buf)
+}
+
+/// Whether the guest has a non-empty directory at `guest` (resolved inside
+/// its tree, never outside).
+fn guest_nonempty_dir(rootfs: &Path, guest: &Path) -> bool {
+    let Ok(tree) = crate::rootfs::Tree::open(rootfs) else {
+        return false;
+    };
+    let Ok(fd) = tree.open_in_root(
+        guest,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
+    ) else {
+        return false;
+    };
+    let Ok(mut dir) = rustix::fs::Dir::read_from(&fd) else {
+        return false;
+    };
+    dir.any(|e| {
+        e.is_ok_and(|e| {
+            let n = e.file_name().to_bytes();
+            n != b"." && n != b".."
+        })
+    })
+}
+
+/// `--env K=V`: K must be a name (not empty, no `=`), and neither may hold NUL.
+fn parse_env(kv: &str) -> Result<(&str, &str)> {
+    match kv.split_once('=') {
+        Some((k, v)) if !k.is_empty() && !k.contains('\0') && !v.contains('\0') => Ok((k, v)),
+        _ => Err(hinted(
+            format!("--env {kv:?} is not NAME=value"),
+            "write it as --env NAME=value (the name cannot be empty)",
+        )),
+    }
+}
+
+/// The guest's hostname: `--hostname`, else `xroot-ARCH`. A hostname is
+/// 1-64 bytes of letters, digits, `-` and `.`, as sethostname expects.
+fn checked_hostname(h: Option<String>, arch: &str) -> Result<String> {
+    let h = h.unwrap_or_else(|| format!("xroot-{arch}"));
+    let ok = !h.is_empty()
+        && h.len() <= 64
+        && h.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.' || c == b'_');
+    if ok {
+        Ok(h)
+    } else {
+        Err(hinted(
+            format!("--hostname {h:?} is not a valid hostname"),
+            "use 1-64 letters, digits, '-', '_' or '.'",
+        ))
+    }
 }
 
 /// The spec and the root directory to run in, plus the name of its lock.
@@ -209,16 +299,23 @@ fn target<'c>(
                 "give an existing directory holding a Linux root filesystem",
             )
         })?;
+        if root == Path::new("/") {
+            return Err(hinted(
+                "--rootfs / is the host's own root",
+                "a guest runs in a tree of its own: give the directory of an unpacked Linux system",
+            ));
+        }
         if !root.is_dir() {
             return Err(hinted(format!("--rootfs {} is not a directory", dir.display()), "give the unpacked tree, not a tarball (import tarballs with `xroot fetch ARCH --from FILE`)"));
         }
         // The tree's shell tells its arch; a tree without one (a single
         // static program) is judged by the program being run.
         let header = shell_header(&root).or_else(|| {
-            let p = root.join(Path::new(program).strip_prefix("/").ok()?);
-            let meta = fs::symlink_metadata(&p).ok()?;
-            let h = crate::elf::read_header(&p, 64).ok()?;
-            (meta.is_file() && h.starts_with(b"\x7fELF")).then(|| (PathBuf::from(program), h))
+            // Read inside the tree only (a symlink on the way stays in it).
+            let tree = crate::rootfs::Tree::open(&root).ok()?;
+            let p = Path::new(program);
+            let h = p.is_absolute().then(|| tree.read_head(p, 64))??;
+            h.starts_with(b"\x7fELF").then(|| (p.to_path_buf(), h))
         });
         let spec = match (arch, header) {
             (Some(a), Some((path, h))) => {
@@ -277,24 +374,22 @@ fn parse_bind(s: &str, readonly: bool) -> Result<Bind> {
             "the source must be an existing host path",
         )
     })?;
-    let dst = PathBuf::from(dst.unwrap_or(src_path.to_str().unwrap_or(src)));
-    if !dst.is_absolute()
-        || dst
-            .components()
-            .any(|c| matches!(c, std::path::Component::ParentDir))
-    {
-        return Err(hinted(
-            format!(
-                "{flag} {s}: destination {} must be an absolute path without '..'",
-                dst.display()
-            ),
-            "write it as SRC:/path/in/guest",
-        ));
-    }
+    let dst = match dst {
+        Some(d) => PathBuf::from(d),
+        None => src_path.clone(),
+    };
+    sandbox::plan::check_destination(&dst).with_context(|| format!("{flag} {s}"))?;
+    let kind = if src_path.is_dir() {
+        Kind::Dir
+    } else {
+        Kind::File
+    };
     Ok(Bind {
         src: src_path,
         dst,
         readonly,
+        kind,
+        optional: false,
     })
 }
 
@@ -304,128 +399,4 @@ pub(super) fn cstrings<'a>(it: impl Iterator<Item = &'a str>) -> Result<Vec<CStr
             .map_err(|_| hinted(format!("argument {s:?} contains a NUL byte"), "remove it"))
     })
     .collect()
-}
-
-/// Mount points created in a rootfs for one run. Removed afterwards when no
-/// other run of the same rootfs is active (another run may be using them);
-/// otherwise recorded, and the last run removes them.
-struct MountPoints {
-    root: PathBuf,
-    created: Vec<PathBuf>,
-    /// Directories we created entries in, with their times, restored after
-    /// removal so the tree is left exactly as it was.
-    touched: Vec<(PathBuf, fs::Metadata)>,
-}
-
-impl MountPoints {
-    fn new(root: &Path) -> Self {
-        MountPoints {
-            root: root.to_path_buf(),
-            created: Vec::new(),
-            touched: Vec::new(),
-        }
-    }
-
-    /// Makes sure `guest` exists inside the root (a directory, or a file for
-    /// file binds). Refuses to create through a symlink in the rootfs, which
-    /// could point anywhere on the host.
-    fn ensure(&mut self, guest: &Path, dir: bool) -> Result<()> {
-        let rel = guest.strip_prefix("/").unwrap_or(guest);
-        let mut cur = self.root.clone();
-        let comps: Vec<_> = rel.components().collect();
-        for (i, c) in comps.iter().enumerate() {
-            cur.push(c);
-            let last = i + 1 == comps.len();
-            match fs::symlink_metadata(&cur) {
-                Ok(m) if m.file_type().is_symlink() => {
-                    return Err(hinted(
-                        format!(
-                            "cannot bind onto {} in the guest: {} is a symlink in the rootfs",
-                            guest.display(),
-                            cur.display()
-                        ),
-                        "choose another destination with SRC:DST or --workdir",
-                    ));
-                }
-                Ok(_) => {}
-                Err(_) => {
-                    if let Some(parent) = cur
-                        .parent()
-                        .filter(|p| !self.created.iter().any(|c| c == p))
-                    {
-                        if let Ok(m) = fs::metadata(parent) {
-                            self.touched.push((parent.to_path_buf(), m));
-                        }
-                    }
-                    if last && !dir {
-                        fs::File::create(&cur)
-                            .with_context(|| format!("creating mount point {}", cur.display()))?;
-                    } else {
-                        fs::create_dir(&cur)
-                            .with_context(|| format!("creating mount point {}", cur.display()))?;
-                    }
-                    self.created.push(cur.clone());
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn cleanup(self, ctx: &Ctx, lock_name: &str) {
-        if self.created.is_empty() && self.touched.is_empty() {
-            // Nothing of ours to remove; pending entries are left to a run that creates some.
-            return;
-        }
-        let pending = ctx
-            .store
-            .home
-            .join("locks")
-            .join(format!("{lock_name}.mountpoints"));
-        let mut all = self.created;
-        match ctx.store.lock_named(lock_name, true, false) {
-            Ok(Some(_excl)) => {
-                if let Ok(text) = fs::read_to_string(&pending) {
-                    all.extend(text.lines().map(PathBuf::from));
-                }
-                // Deepest first; rmdir/unlink only what is still empty.
-                all.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-                all.dedup();
-                for p in &all {
-                    if p.starts_with(&self.root)
-                        && (fs::remove_dir(p).is_ok()
-                            || fs::metadata(p).is_ok_and(|m| m.is_file() && m.len() == 0)
-                                && fs::remove_file(p).is_ok())
-                    {
-                        continue;
-                    }
-                }
-                let _ = fs::remove_file(&pending);
-                for (dir, meta) in &self.touched {
-                    restore_times(dir, meta);
-                }
-            }
-            _ if !all.is_empty() => {
-                let text: String = all.iter().map(|p| format!("{}\n", p.display())).collect();
-                let _ = fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&pending)
-                    .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()));
-            }
-            _ => {}
-        }
-    }
-}
-
-/// Puts a directory's access and modification times back.
-fn restore_times(dir: &Path, meta: &fs::Metadata) {
-    use std::os::unix::fs::MetadataExt;
-    let ts = |s: i64, ns: i64| nix::sys::time::TimeSpec::new(s, ns);
-    let _ = nix::sys::stat::utimensat(
-        None,
-        dir,
-        &ts(meta.atime(), meta.atime_nsec()),
-        &ts(meta.mtime(), meta.mtime_nsec()),
-        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
-    );
 }

@@ -16,9 +16,9 @@ mod resume;
 pub mod stream;
 pub mod transport;
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
@@ -461,7 +461,7 @@ fn install(
         }
     };
     check_arch(catalog, spec, &root).inspect_err(|_| cleanup())?;
-    prepare_mountpoints(&root)?;
+    crate::rootfs::prepare_mountpoints(&root)?;
     for (p, why) in report.skipped.iter().take(5) {
         ui.info(format!("skipped {}: {why}", p.display()));
     }
@@ -548,7 +548,7 @@ fn extract_hint(e: &extract::ExtractError) -> String {
 
 /// Refuses a tree whose `/bin/busybox` or `/bin/sh` is not for `spec`.
 pub fn check_arch(catalog: &Catalog, spec: &Spec, root: &Path) -> Result<()> {
-    let Some((path, header)) = shell_header(root) else {
+    let Some((path, header)) = crate::rootfs::shell_header(root) else {
         bail!(hinted(
             format!(
                 "{} has no /bin/sh or /bin/busybox ELF binary",
@@ -577,58 +577,4 @@ pub fn check_header(catalog: &Catalog, spec: &Spec, path: &Path, header: &[u8]) 
             spec.name
         ),
     ))
-}
-
-/// Reads the ELF header of the tree's shell, resolving symlinks inside the
-/// tree only (an absolute link target is taken relative to `root`).
-pub fn shell_header(root: &Path) -> Option<(PathBuf, Vec<u8>)> {
-    for start in ["bin/busybox", "bin/sh", "usr/bin/busybox", "bin/bash"] {
-        let mut rel = PathBuf::from(start);
-        for _ in 0..8 {
-            let p = root.join(&rel);
-            let Ok(meta) = fs::symlink_metadata(&p) else {
-                break;
-            };
-            if meta.file_type().is_symlink() {
-                let Ok(target) = fs::read_link(&p) else { break };
-                rel = if target.is_absolute() {
-                    target.strip_prefix("/").ok()?.to_path_buf()
-                } else {
-                    rel.parent().unwrap_or(Path::new("")).join(target)
-                };
-                if rel
-                    .components()
-                    .any(|c| matches!(c, std::path::Component::ParentDir))
-                {
-                    break;
-                }
-                continue;
-            }
-            if meta.is_file() {
-                let h = crate::elf::read_header(&p, 64).ok()?;
-                if h.starts_with(b"\x7fELF") {
-                    return Some((PathBuf::from("/").join(&rel), h));
-                }
-            }
-            break;
-        }
-    }
-    None
-}
-
-/// Creates what the sandbox mounts onto, so that entering the rootfs later
-/// never has to change it: `/etc/resolv.conf` (Alpine's minirootfs has
-/// none) and the `proc`, `sys`, `dev`, `tmp` directories.
-fn prepare_mountpoints(root: &Path) -> Result<()> {
-    for d in ["proc", "sys", "dev", "tmp", "etc"] {
-        let p = root.join(d);
-        if fs::symlink_metadata(&p).is_err() {
-            fs::create_dir(&p).with_context(|| format!("creating {}", p.display()))?;
-        }
-    }
-    let rc = root.join("etc/resolv.conf");
-    if fs::symlink_metadata(&rc).is_err() {
-        File::create(&rc).with_context(|| format!("creating {}", rc.display()))?;
-    }
-    Ok(())
 }

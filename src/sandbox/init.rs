@@ -13,6 +13,7 @@ use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{Gid, Pid, Uid};
 
+use super::mounts::Applied;
 use super::{user, Config};
 
 static CHILD: AtomicI32 = AtomicI32::new(0);
@@ -79,7 +80,7 @@ pub fn reset_signals() {
 /// unmount or remount read-write what we mounted read-only (/proc/sys,
 /// /sys, /etc/resolv.conf, --ro-bind), which for a root caller would give
 /// host uid 0 write access to host kernel settings. bubblewrap does the same.
-pub fn run(cfg: &Config, status_fd: RawFd) -> ! {
+pub fn run(cfg: &Config, applied: &Applied, status_fd: RawFd) -> ! {
     let nested = cfg.idmap.nested();
     // The guest's UTS and IPC namespaces are made here, owned by the nested
     // user namespace, so the guest's root may set its hostname and manage
@@ -89,9 +90,9 @@ pub fn run(cfg: &Config, status_fd: RawFd) -> ! {
     // --user it reads the guest's user database and may run `adduser`
     // first, in a copy of our memory as usual.
     let spawned = if cfg.user.is_none() {
-        crate::userns::spawn_exec(flags, &nested, &mut || exec_command(cfg))
+        crate::userns::spawn_exec(flags, &nested, &mut || exec_command(cfg, applied))
     } else {
-        crate::userns::spawn(flags, &nested, &mut || exec_command(cfg))
+        crate::userns::spawn(flags, &nested, &mut || exec_command(cfg, applied))
     };
     match spawned {
         Err(e) => die(125, &format!("cannot start the command: {e:#}")),
@@ -113,7 +114,7 @@ pub fn run(cfg: &Config, status_fd: RawFd) -> ! {
 }
 
 /// The command's side: never returns; failures leave through [`die_child`].
-fn exec_command(cfg: &Config) -> ! {
+fn exec_command(cfg: &Config, applied: &Applied) -> ! {
     // Signals: execve resets caught ones to their defaults, and nothing is
     // blocked; only SIGPIPE, which xroot ignores (as Rust programs do), must
     // be given back to the guest. (The parent-death signal is already set
@@ -145,6 +146,12 @@ fn exec_command(cfg: &Config) -> ! {
         }
         if cfg.workdir_is_default {
             workdir = PathBuf::from(&u.home);
+        }
+    }
+    // The working directory's bind was skipped (warned about by PID 1).
+    if applied.skipped_optional {
+        if let Some(f) = &cfg.workdir_fallback {
+            workdir = f.clone();
         }
     }
     if let Err(e) = nix::unistd::chdir(&workdir) {

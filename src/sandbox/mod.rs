@@ -18,62 +18,22 @@
 
 mod init;
 mod mounts;
+pub mod plan;
 pub mod user;
 
-use std::ffi::CString;
 use std::io::Read;
 use std::os::fd::{AsRawFd, RawFd};
-use std::path::PathBuf;
 
 use anyhow::Result;
 use nix::sched::CloneFlags;
 
-use crate::binfmt::Registration;
-use crate::userns::{self, IdMap};
+pub use plan::{Bind, Builder, Config, Plan};
 
-/// A bind mount from the host into the guest.
-#[derive(Debug, Clone)]
-pub struct Bind {
-    pub src: PathBuf,
-    /// Absolute path inside the guest.
-    pub dst: PathBuf,
-    pub readonly: bool,
-}
-
-/// Everything the sandbox needs, decided before any namespace exists.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// The host directory that becomes the guest's `/`.
-    pub rootfs: PathBuf,
-    pub hostname: String,
-    pub argv: Vec<CString>,
-    pub env: Vec<CString>,
-    /// Working directory inside the guest.
-    pub workdir: PathBuf,
-    pub binds: Vec<Bind>,
-    /// Host file bound read-only onto the guest's /etc/resolv.conf.
-    pub resolv_conf: Option<PathBuf>,
-    /// Handlers for a private binfmt_misc instance; empty to use the host's.
-    pub binfmt: Vec<Registration>,
-    /// Run with a 32-bit personality (x86 on x86_64, ARM on arm64).
-    pub personality32: bool,
-    pub idmap: IdMap,
-    /// Whether gid 5 (tty) exists inside, for devpts's gid= option.
-    pub map_tty_gid: bool,
-    /// --ephemeral: an empty host directory to mount the throwaway layer on.
-    pub ephemeral: Option<PathBuf>,
-    /// --user: run the command as this guest user.
-    pub user: Option<user::Wanted>,
-    /// --create-user: add the --user NAME to the guest first if missing.
-    pub create_user: bool,
-    /// The working directory was not asked for: use the --user's home.
-    pub workdir_is_default: bool,
-    /// Caller fds to close in the guest's PID 1.
-    pub close_fds: Vec<RawFd>,
-}
+use crate::rootfs::mountpoints::Journal;
+use crate::userns;
 
 /// Runs the guest and returns its exit status (128+N if killed by signal N).
-pub fn run(cfg: &Config) -> Result<i32> {
+pub fn run(plan: &Plan) -> Result<i32> {
     // UTS and IPC namespaces are made once, for the command (`init::run`):
     // PID 1 needs neither, and each namespace costs launch time (an IPC
     // namespace mounts an internal mqueue filesystem and registers sysctls).
@@ -82,7 +42,13 @@ pub fn run(cfg: &Config) -> Result<i32> {
     let (status_r, status_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| anyhow::anyhow!("creating a pipe: {e}"))?;
     let w = status_w.as_raw_fd();
-    let pid = userns::spawn(flags, &cfg.idmap, &mut || child(cfg, w))?;
+    // PID 1 appends to it each mount point it creates in the tree, before
+    // creating it (see `rootfs::mountpoints`).
+    let mut journal = plan.journal.as_deref().map(Journal::open).transpose()?;
+    let pid = userns::spawn(flags, &plan.config.idmap, &mut || {
+        child(plan, journal.as_mut(), w)
+    })?;
+    drop(journal);
     drop(status_w);
     init::install_forwarding(pid);
     let mut buf = [0u8; 4];
@@ -109,22 +75,27 @@ pub fn restore_signals() {
 }
 
 /// The child: PID 1 of the new namespaces, its ids already mapped.
-fn child(cfg: &Config, status_fd: RawFd) -> i32 {
+fn child(plan: &Plan, journal: Option<&mut Journal>, status_fd: RawFd) -> i32 {
+    let cfg = &plan.config;
     // Inherited fds the guest must not hold (the store lock: a run's lock
     // belongs to xroot outside, which releases it when the command ends).
     for fd in &cfg.close_fds {
         // SAFETY: closing our copies of the caller's fds.
         unsafe { libc::close(*fd) };
     }
-    if let Err(e) = mounts::setup(cfg) {
-        let mut msg = format!("setting up the guest: {e}");
-        for c in e.chain().skip(1) {
-            msg.push_str(&format!(": {c}"));
+    let applied = mounts::apply(plan, journal);
+    let applied = match applied {
+        Ok(a) => a,
+        Err(e) => {
+            let mut msg = format!("setting up the guest: {e}");
+            for c in e.chain().skip(1) {
+                msg.push_str(&format!(": {c}"));
+            }
+            let hint = crate::error::hint_of(&e)
+                .map(|h| format!("\nhint: {h}"))
+                .unwrap_or_default();
+            init::die(125, &format!("{msg}{hint}"));
         }
-        let hint = crate::error::hint_of(&e)
-            .map(|h| format!("\nhint: {h}"))
-            .unwrap_or_default();
-        init::die(125, &format!("{msg}{hint}"));
-    }
-    init::run(cfg, status_fd)
+    };
+    init::run(cfg, &applied, status_fd)
 }

@@ -1,17 +1,32 @@
-//! Building the guest's filesystem view, inside the new mount namespace.
-//! Each step says why it is there; the order follows bubblewrap's.
+//! Carrying out a [`Plan`]'s mount steps, inside the guest's new mount
+//! namespace (run by its PID 1). The only code that mounts anything.
+//!
+//! Every mount goes onto a *descriptor* of its target, never a path: the
+//! target is resolved inside the guest's root with `openat2`
+//! (`rootfs::Tree::mount_point`, `RESOLVE_IN_ROOT`), and the new mount is
+//! made detached (`fsopen`/`fsmount`, or `open_tree` for binds), given its
+//! attributes, and attached with `move_mount` onto that descriptor. So a
+//! tree whose `proc`, `dev` or `etc` is a symlink, or a guest that swaps a
+//! directory for a symlink meanwhile, can at most move a mount somewhere
+//! else inside its own tree — never onto a host path.
 
 use std::ffi::CString;
-use std::fs;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::symlink;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use rustix::fs::{Mode, OFlags, CWD};
+use rustix::io::Errno;
+use rustix::mount::{
+    fsconfig_create, fsconfig_set_string, fsmount, fsopen, move_mount, open_tree, FsMountFlags,
+    FsOpenFlags, MountAttrFlags, MoveMountFlags, OpenTreeFlags,
+};
 
-use super::Config;
+use super::plan::{Attrs, Bind, Plan, Root, Step};
 use crate::binfmt::fs::Instance;
+use crate::rootfs::mountpoints::Journal;
+use crate::rootfs::{Kind, Tree};
 
 const NONE: Option<&str> = None;
 
@@ -20,126 +35,189 @@ const NONE: Option<&str> = None;
 /// runtime must do anyway.
 const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
-/// Builds the view under `cfg.rootfs` and pivots into it.
-pub fn setup(cfg: &Config) -> Result<()> {
-    // 1. Nothing we mount may propagate back to the host's namespace.
+/// Host-wide parts of /proc made read-only (as Docker and bubblewrap do):
+/// sysctls (and the binfmt_misc instance, sealed with them), the magic
+/// SysRq trigger (could reboot the host), irq, bus, fs.
+const PROC_READONLY: [&str; 5] = ["sys", "sysrq-trigger", "irq", "bus", "fs"];
+
+/// What applying a plan left for the command to know.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// An optional bind (the working directory) was skipped.
+    pub skipped_optional: bool,
+}
+
+/// Builds the guest's view and pivots into it.
+pub fn apply(plan: &Plan, mut journal: Option<&mut Journal>) -> Result<Applied> {
+    let mut applied = Applied::default();
+    // Nothing we mount may propagate back to the host's namespace.
     mount(NONE, "/", NONE, MsFlags::MS_REC | MsFlags::MS_PRIVATE, NONE)
         .context("making / private")?;
 
-    // 2. pivot_root needs the new root to be a mount point: the rootfs bound
-    //    onto itself, or for --ephemeral an overlay whose writable layer is
-    //    a tmpfs that vanishes with this mount namespace.
-    let root = &match &cfg.ephemeral {
-        None => {
-            bind(&cfg.rootfs, &cfg.rootfs, false)
-                .with_context(|| format!("binding {} onto itself", cfg.rootfs.display()))?;
-            cfg.rootfs.clone()
-        }
-        Some(mnt) => overlay(&cfg.rootfs, mnt)?,
-    };
-
+    let tree = mount_root(&plan.root)?;
     crate::ui::trace("root mounted");
-    // 3. A /proc of the guest's own PID namespace (mounted by its PID 1).
-    let proc = root.join("proc");
-    mount(
-        Some("proc"),
-        &proc,
-        Some("proc"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        NONE,
-    )
-    .with_context(|| format!("mounting proc on {}", proc.display()))?;
-
-    // 4. A private binfmt_misc instance: handlers registered here exist only
-    //    in this user namespace and vanish with it. F makes the kernel open
-    //    each qemu now, by its host path, before the host's root goes away.
-    if !cfg.binfmt.is_empty() {
-        let inst = Instance {
-            dir: proc.join("sys/fs/binfmt_misc"),
-        };
-        mount(
-            Some("binfmt_misc"),
-            &inst.dir,
-            Some("binfmt_misc"),
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-            NONE,
-        )
-        .with_context(|| {
-            format!(
-                "mounting a private binfmt_misc on {} (needs Linux 6.7 or later)",
-                inst.dir.display()
-            )
-        })?;
-        for r in &cfg.binfmt {
-            inst.register(r)?;
+    let create = plan.may_create();
+    let mut record = |p: &Path, parent: BorrowedFd| -> Result<()> {
+        match journal.as_deref_mut() {
+            Some(j) => j.record(p, parent),
+            None => Ok(()),
+        }
+    };
+    let mut proc: Option<OwnedFd> = None;
+    for step in &plan.steps {
+        crate::ui::trace(step.reason());
+        match step {
+            Step::Proc => {
+                let target =
+                    tree.mount_point(Path::new("/proc"), Kind::Dir, create, &mut record)?;
+                let m = new_fs("proc", &[], nosuid_nodev_noexec())
+                    .context("mounting proc (needs a PID namespace of the guest's own)")?;
+                attach(&m, &target).context("attaching the guest's /proc")?;
+                proc = Some(m);
+            }
+            Step::Binfmt(regs) => {
+                let proc = proc.as_ref().context("binfmt_misc needs /proc first")?;
+                let target = at(proc.as_fd(), "sys/fs/binfmt_misc")?;
+                let m = new_fs("binfmt_misc", &[], nosuid_nodev_noexec())
+                    .context("mounting a private binfmt_misc (needs Linux 6.7 or later)")?;
+                attach(&m, &target).context("attaching the private binfmt_misc")?;
+                let inst = Instance {
+                    dir: PathBuf::from(format!("/proc/self/fd/{}", m.as_raw_fd())),
+                };
+                for r in regs {
+                    seal_interpreter(&r.interpreter)?;
+                    inst.register(r)?;
+                }
+            }
+            Step::ProcReadOnly => {
+                let proc = proc.as_ref().context("no /proc")?;
+                for p in PROC_READONLY {
+                    match clone_tree(proc.as_fd(), p, true) {
+                        Ok(t) => {
+                            set_attrs(
+                                &t,
+                                Attrs {
+                                    readonly: true,
+                                    nosuid: false,
+                                    nodev: false,
+                                },
+                            )?;
+                            let target = at(proc.as_fd(), p)?;
+                            attach(&t, &target).with_context(|| format!("sealing /proc/{p}"))?;
+                        }
+                        // sysrq-trigger is absent without CONFIG_MAGIC_SYSRQ.
+                        Err(Errno::NOENT) => {}
+                        Err(e) => return Err(e).with_context(|| format!("binding /proc/{p}")),
+                    }
+                }
+            }
+            Step::Sys => match clone_tree(CWD, "/sys", true) {
+                Ok(t) => {
+                    set_attrs(
+                        &t,
+                        Attrs {
+                            readonly: true,
+                            nosuid: true,
+                            nodev: true,
+                        },
+                    )?;
+                    let target =
+                        tree.mount_point(Path::new("/sys"), Kind::Dir, create, &mut record)?;
+                    attach(&t, &target).context("binding /sys")?;
+                }
+                Err(Errno::NOENT) => {}
+                Err(e) => return Err(e).context("binding /sys"),
+            },
+            Step::Dev { tty_gid } => {
+                let target = tree.mount_point(Path::new("/dev"), Kind::Dir, create, &mut record)?;
+                setup_dev(&target, *tty_gid)?;
+            }
+            Step::ResolvConf(host) => {
+                // A tree without /etc gets none made for this.
+                if tree
+                    .open_in_root(Path::new("/etc"), OFlags::PATH | OFlags::DIRECTORY)
+                    .is_err()
+                {
+                    continue;
+                }
+                let target = tree
+                    .mount_point(
+                        Path::new("/etc/resolv.conf"),
+                        Kind::File,
+                        create,
+                        &mut record,
+                    )
+                    .context("the guest's /etc/resolv.conf")?;
+                let t = clone_tree(CWD, host, false)
+                    .with_context(|| format!("binding {}", host.display()))?;
+                set_attrs(
+                    &t,
+                    Attrs {
+                        readonly: true,
+                        nosuid: true,
+                        nodev: true,
+                    },
+                )?;
+                attach(&t, &target).context("binding the host's resolv.conf")?;
+            }
+            Step::Bind(b) => match bind(&tree, b, create, &mut record) {
+                Ok(()) => {}
+                Err(e) if b.optional => {
+                    applied.skipped_optional = true;
+                    crate::ui::Ui::new(false).warn(format!(
+                        "not binding {}: {e:#}; use --bind SRC:DST and --workdir",
+                        b.dst.display()
+                    ));
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("binding {} on {}", b.src.display(), b.dst.display())
+                    })
+                }
+            },
+            Step::Mask(guest) => {
+                let Ok(target) = tree.mount_point(guest, Kind::Dir, false, &mut record) else {
+                    continue; // not visible in the guest: nothing to hide
+                };
+                let m = new_fs("tmpfs", &[("mode", "0555"), ("size", "4k")], readonly_all())?;
+                attach(&m, &target).with_context(|| format!("hiding {}", guest.display()))?;
+            }
         }
     }
-
-    crate::ui::trace("proc and binfmt_misc ready");
-    // 5. Guest root is (for a root caller) the host's uid 0 to the kernel's
-    //    permission checks, so the non-namespaced parts of /proc are made
-    //    read-only: /proc/sys (host sysctls, and the binfmt_misc instance
-    //    above, now sealed), /proc/sysrq-trigger (could reboot the host),
-    //    /proc/irq, /proc/bus, /proc/fs. As Docker and bubblewrap do.
-    //    (Each is bound if it exists: the bind's ENOENT is the test, one
-    //    syscall instead of two; sysrq-trigger is absent without CONFIG_MAGIC_SYSRQ.)
-    for p in ["sys", "sysrq-trigger", "irq", "bus", "fs"] {
-        let p = proc.join(p);
-        if bind_if_exists(&p, &p, true)
-            .with_context(|| format!("binding {} read-only", p.display()))?
-        {
-            make_readonly(&p, true)?;
-        }
-    }
-
-    // 6. /sys: sysfs cannot be mounted in a user namespace without its own
-    //    network namespace, so the host's is bound, read-only, recursively.
-    //    (xroot outside created the mount point if the rootfs lacked it.)
-    let sys = root.join("sys");
-    if bind_if_exists(Path::new("/sys"), &sys, true)
-        .with_context(|| format!("binding /sys on {}", sys.display()))?
-    {
-        make_readonly(&sys, true)?;
-    }
-
-    // 7. A minimal /dev on a tmpfs: bound device nodes, a private devpts,
-    //    /dev/shm, and the usual links.
-    setup_dev(&root.join("dev"), cfg.map_tty_gid)?;
-
-    // 8. Host DNS configuration, read-only, so `apk add` resolves names and
-    //    the guest cannot edit the host's file.
-    if let Some(rc) = &cfg.resolv_conf {
-        let dst = root.join("etc/resolv.conf");
-        if dst.is_file() {
-            bind(rc, &dst, false)
-                .with_context(|| format!("binding {} on {}", rc.display(), dst.display()))?;
-            make_readonly(&dst, false)?;
-        }
-    }
-
-    // 9. User binds (the current directory, --bind, --ro-bind), last so they
-    //    may cover anything above.
-    for b in &cfg.binds {
-        let dst = root.join(b.dst.strip_prefix("/").unwrap_or(&b.dst));
-        bind(&b.src, &dst, true)
-            .with_context(|| format!("binding {} on {}", b.src.display(), b.dst.display()))?;
-        if b.readonly {
-            make_readonly(&dst, true)?;
-        }
-    }
-
     crate::ui::trace("mounts done");
-    // 10. (The hostname is set by the command's process, in the UTS
-    //     namespace it creates: see `init::run`.)
 
-    // 11. Enter: pivot_root and detach the old root, so the host's tree is
-    //     not reachable from inside (a bare chroot would leave it reachable).
-    nix::unistd::chdir(root).with_context(|| format!("entering {}", root.display()))?;
+    // Enter: pivot_root and detach the old root, so the host's tree is not
+    // reachable from inside (a bare chroot would leave it reachable).
+    nix::unistd::fchdir(tree.fd().as_raw_fd()).context("entering the guest's root")?;
     nix::unistd::pivot_root(".", ".").context("pivot_root")?;
     umount2(".", MntFlags::MNT_DETACH).context("detaching the old root")?;
     nix::unistd::chdir("/").context("chdir /")?;
     crate::ui::trace("pivoted, old root detached");
-    Ok(())
+    Ok(applied)
+}
+
+/// Mounts the guest's root and opens it. The root's own path is xroot's
+/// choice (a store directory or the user's `--rootfs`), not the guest's.
+fn mount_root(root: &Root) -> Result<Tree> {
+    match root {
+        Root::Tree(dir) => {
+            let t = clone_tree(CWD, dir, false)
+                .with_context(|| format!("binding {} onto itself", dir.display()))?;
+            move_mount(
+                t.as_fd(),
+                "",
+                CWD,
+                dir,
+                MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+            )
+            .with_context(|| format!("binding {} onto itself", dir.display()))?;
+            Tree::open(dir)
+        }
+        Root::Overlay { lower, scratch } => {
+            let root = overlay(lower, scratch)?;
+            Tree::open(&root)
+        }
+    }
 }
 
 /// Mounts a tmpfs on `mnt` and an overlay of `lower` + that tmpfs at
@@ -155,7 +233,7 @@ fn overlay(lower: &Path, mnt: &Path) -> Result<PathBuf> {
     )
     .with_context(|| format!("mounting the ephemeral layer's tmpfs on {}", mnt.display()))?;
     for d in ["upper", "work", "root"] {
-        fs::create_dir(mnt.join(d))
+        std::fs::create_dir(mnt.join(d))
             .with_context(|| format!("creating {}", mnt.join(d).display()))?;
     }
     let esc = |p: &Path| {
@@ -188,28 +266,108 @@ fn overlay(lower: &Path, mnt: &Path) -> Result<PathBuf> {
     Ok(root)
 }
 
-fn bind(src: &Path, dst: &Path, recursive: bool) -> nix::Result<()> {
-    let mut flags = MsFlags::MS_BIND;
+/// A user bind: the source cloned (with what is mounted below it), its
+/// attributes set, attached on the mount point resolved in the root.
+fn bind(
+    tree: &Tree,
+    b: &Bind,
+    create: bool,
+    record: &mut dyn FnMut(&Path, BorrowedFd) -> Result<()>,
+) -> Result<()> {
+    let t =
+        clone_tree(CWD, &b.src, true).with_context(|| format!("opening {}", b.src.display()))?;
+    set_attrs(&t, b.attrs())?;
+    let target = tree.mount_point(&b.dst, b.kind, create, record)?;
+    attach(&t, &target)?;
+    Ok(())
+}
+
+/// Binds a qemu read-only onto itself in this namespace before its handler
+/// opens it (flag F): the file behind every foreign process's
+/// `/proc/PID/exe` is then on a read-only mount, and no guest can reopen
+/// it for writing, whatever its ids.
+fn seal_interpreter(path: &Path) -> Result<()> {
+    let t = clone_tree(CWD, path, false)
+        .with_context(|| format!("opening the interpreter {}", path.display()))?;
+    set_attrs(
+        &t,
+        Attrs {
+            readonly: true,
+            nosuid: false,
+            nodev: true,
+        },
+    )?;
+    move_mount(
+        t.as_fd(),
+        "",
+        CWD,
+        path,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .with_context(|| format!("binding {} read-only", path.display()))?;
+    Ok(())
+}
+
+/// A detached copy of the mount tree at `path` (`open_tree(OPEN_TREE_CLONE)`).
+fn clone_tree<P: rustix::path::Arg>(
+    dir: BorrowedFd,
+    path: P,
+    recursive: bool,
+) -> rustix::io::Result<OwnedFd> {
+    let mut flags = OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC;
     if recursive {
-        flags |= MsFlags::MS_REC;
+        flags |= OpenTreeFlags::AT_RECURSIVE;
     }
-    mount(Some(src), dst, NONE, flags, NONE)
+    open_tree(dir, path, flags)
 }
 
-/// [`bind`], but a missing source or mount point is not an error: Ok(false).
-fn bind_if_exists(src: &Path, dst: &Path, recursive: bool) -> nix::Result<bool> {
-    match bind(src, dst, recursive) {
-        Ok(()) => Ok(true),
-        Err(nix::errno::Errno::ENOENT) => Ok(false),
-        Err(e) => Err(e),
+/// A new, detached filesystem instance with `opts` and mount attributes.
+fn new_fs(fstype: &str, opts: &[(&str, &str)], attrs: MountAttrFlags) -> Result<OwnedFd> {
+    let fs =
+        fsopen(fstype, FsOpenFlags::FSOPEN_CLOEXEC).with_context(|| format!("fsopen {fstype}"))?;
+    for (k, v) in opts {
+        fsconfig_set_string(&fs, *k, *v).with_context(|| format!("{fstype} option {k}={v}"))?;
     }
+    fsconfig_create(&fs).with_context(|| format!("creating a {fstype} instance"))?;
+    fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs).with_context(|| format!("fsmount {fstype}"))
 }
 
-/// Makes a mount (and, if `recursive`, every mount below it) read-only with
-/// mount_setattr(2), which leaves the other flags alone: a plain remount
-/// would have to repeat the source's locked flags (nosuid, nodev, ...) or be
-/// refused in a user namespace.
-fn make_readonly(path: &Path, recursive: bool) -> Result<()> {
+fn nosuid_nodev_noexec() -> MountAttrFlags {
+    MountAttrFlags::MOUNT_ATTR_NOSUID
+        | MountAttrFlags::MOUNT_ATTR_NODEV
+        | MountAttrFlags::MOUNT_ATTR_NOEXEC
+}
+
+fn readonly_all() -> MountAttrFlags {
+    MountAttrFlags::MOUNT_ATTR_RDONLY | nosuid_nodev_noexec()
+}
+
+/// Attaches the detached mount `m` on the target descriptor.
+fn attach(m: &OwnedFd, target: &OwnedFd) -> rustix::io::Result<()> {
+    move_mount(
+        m.as_fd(),
+        "",
+        target.as_fd(),
+        "",
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+    )
+}
+
+/// `O_PATH` of `rel` below a mount xroot made itself (proc, /dev's tmpfs).
+fn at(dir: BorrowedFd, rel: &str) -> Result<OwnedFd> {
+    rustix::fs::openat(
+        dir,
+        rel,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .with_context(|| format!("opening {rel}"))
+}
+
+/// Sets attributes on a whole (detached) mount tree with mount_setattr(2),
+/// which leaves the other flags alone (a remount would have to repeat the
+/// source's locked flags or be refused in a user namespace).
+fn set_attrs(m: &OwnedFd, a: Attrs) -> Result<()> {
     #[repr(C)]
     struct MountAttr {
         attr_set: u64,
@@ -217,107 +375,115 @@ fn make_readonly(path: &Path, recursive: bool) -> Result<()> {
         propagation: u64,
         userns_fd: u64,
     }
-    const MOUNT_ATTR_RDONLY: u64 = 1;
-    const AT_RECURSIVE: libc::c_int = 0x8000;
-    let c = CString::new(path.as_os_str().as_bytes()).context("path with NUL")?;
+    let mut set = 0u64;
+    for (on, bit) in [
+        (a.readonly, MountAttrFlags::MOUNT_ATTR_RDONLY),
+        (a.nosuid, MountAttrFlags::MOUNT_ATTR_NOSUID),
+        (a.nodev, MountAttrFlags::MOUNT_ATTR_NODEV),
+    ] {
+        if on {
+            set |= u64::from(bit.bits());
+        }
+    }
+    if set == 0 {
+        return Ok(());
+    }
     let attr = MountAttr {
-        attr_set: MOUNT_ATTR_RDONLY,
+        attr_set: set,
         attr_clr: 0,
         propagation: 0,
         userns_fd: 0,
     };
-    let flags = if recursive { AT_RECURSIVE } else { 0 };
-    // SAFETY: valid C string and a correctly sized mount_attr struct.
+    let empty = CString::default();
+    // SAFETY: a valid fd, an empty C string and a correctly sized mount_attr.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            flags,
+            m.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
             &attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
         )
     };
     if rc == 0 {
-        return Ok(());
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+            .context("setting mount attributes (needs Linux 5.12 or later)")
     }
-    let err = std::io::Error::last_os_error();
-    if err.raw_os_error() == Some(libc::ENOSYS) {
-        // Linux < 5.12: remount keeping the flags statvfs reports.
-        let st = nix::sys::statvfs::statvfs(path)
-            .with_context(|| format!("statvfs {}", path.display()))?;
-        let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
-        use nix::sys::statvfs::FsFlags;
-        for (f, m) in [
-            (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
-            (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
-            (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
-        ] {
-            if st.flags().contains(f) {
-                flags |= m;
-            }
-        }
-        return mount(NONE, path, NONE, flags, NONE)
-            .with_context(|| format!("remounting {} read-only", path.display()));
-    }
-    Err(err).with_context(|| format!("making {} read-only", path.display()))
 }
 
-fn setup_dev(dev: &Path, tty_gid: bool) -> Result<()> {
-    mount(
-        Some("tmpfs"),
-        dev,
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some("mode=0755,size=1m"),
-    )
-    .with_context(|| format!("mounting tmpfs on {}", dev.display()))?;
+/// A minimal /dev on a tmpfs, attached first and then filled relative to
+/// its own descriptor: bound device nodes, a private devpts, /dev/shm and
+/// the usual links.
+fn setup_dev(target: &OwnedFd, tty_gid: bool) -> Result<()> {
+    let dev = new_fs(
+        "tmpfs",
+        &[("mode", "0755"), ("size", "1m")],
+        MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NOEXEC,
+    )?;
+    attach(&dev, target).context("attaching /dev")?;
     for d in DEVICES {
-        let host = Path::new("/dev").join(d);
-        let p = dev.join(d);
-        // An empty regular file as the mount point: mknod makes it in one
-        // syscall (open+close would be two); no device node is created.
-        nix::sys::stat::mknod(
-            &p,
-            nix::sys::stat::SFlag::S_IFREG,
-            nix::sys::stat::Mode::from_bits_truncate(0o666),
+        // An empty regular file as the mount point (no device node is made).
+        rustix::fs::mknodat(
+            &dev,
+            d,
+            rustix::fs::FileType::RegularFile,
+            Mode::from_raw_mode(0o666),
             0,
         )
-        .with_context(|| format!("creating {}", p.display()))?;
-        // A host without this device (a minimal container's /dev): skip it.
-        if !bind_if_exists(&host, &p, false)
-            .with_context(|| format!("binding {} on {}", host.display(), p.display()))?
-        {
-            let _ = fs::remove_file(&p);
+        .with_context(|| format!("creating /dev/{d}"))?;
+        let host = Path::new("/dev").join(d);
+        match clone_tree(CWD, &host, false) {
+            Ok(t) => move_mount(
+                t.as_fd(),
+                "",
+                dev.as_fd(),
+                d,
+                MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+            )
+            .with_context(|| format!("binding {}", host.display()))?,
+            // A host without this device (a minimal container's /dev).
+            Err(Errno::NOENT) => {
+                let _ = rustix::fs::unlinkat(&dev, d, rustix::fs::AtFlags::empty());
+            }
+            Err(e) => return Err(e).with_context(|| format!("binding {}", host.display())),
         }
     }
-    let pts = dev.join("pts");
-    fs::create_dir(&pts).with_context(|| format!("creating {}", pts.display()))?;
-    // newinstance: the guest's ptys are its own, not the host's.
-    // gid=5 (tty) only when that gid exists in the guest's id map.
-    let opts = if tty_gid {
-        "newinstance,ptmxmode=0666,mode=0620,gid=5"
-    } else {
-        "newinstance,ptmxmode=0666,mode=0620"
-    };
-    mount(
-        Some("devpts"),
-        &pts,
-        Some("devpts"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some(opts),
+    for d in ["pts", "shm"] {
+        rustix::fs::mkdirat(&dev, d, Mode::from_raw_mode(0o755))
+            .with_context(|| format!("creating /dev/{d}"))?;
+    }
+    // newinstance: the guest's ptys are its own, not the host's. gid=5
+    // (tty) only when that gid exists in the guest's id map.
+    let mut pts_opts = vec![("newinstance", ""), ("ptmxmode", "0666"), ("mode", "0620")];
+    if tty_gid {
+        pts_opts.push(("gid", "5"));
+    }
+    let pts_opts: Vec<(&str, &str)> = pts_opts;
+    let pts = new_devpts(&pts_opts)?;
+    move_mount(
+        pts.as_fd(),
+        "",
+        dev.as_fd(),
+        "pts",
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
     )
-    .with_context(|| format!("mounting devpts on {}", pts.display()))?;
-    let shm = dev.join("shm");
-    fs::create_dir(&shm).with_context(|| format!("creating {}", shm.display()))?;
-    mount(
-        Some("tmpfs"),
-        &shm,
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some("mode=1777"),
+    .context("attaching /dev/pts")?;
+    let shm = new_fs(
+        "tmpfs",
+        &[("mode", "1777")],
+        MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV,
+    )?;
+    move_mount(
+        shm.as_fd(),
+        "",
+        dev.as_fd(),
+        "shm",
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
     )
-    .with_context(|| format!("mounting tmpfs on {}", shm.display()))?;
+    .context("attaching /dev/shm")?;
     for (name, target) in [
         ("ptmx", "pts/ptmx"),
         ("fd", "/proc/self/fd"),
@@ -325,8 +491,28 @@ fn setup_dev(dev: &Path, tty_gid: bool) -> Result<()> {
         ("stdout", "/proc/self/fd/1"),
         ("stderr", "/proc/self/fd/2"),
     ] {
-        let p: PathBuf = dev.join(name);
-        symlink(target, &p).with_context(|| format!("creating {}", p.display()))?;
+        rustix::fs::symlinkat(target, &dev, name)
+            .with_context(|| format!("creating /dev/{name}"))?;
     }
     Ok(())
+}
+
+/// devpts takes `newinstance` as a flag, the rest as strings.
+fn new_devpts(opts: &[(&str, &str)]) -> Result<OwnedFd> {
+    let fs = fsopen("devpts", FsOpenFlags::FSOPEN_CLOEXEC).context("fsopen devpts")?;
+    for (k, v) in opts {
+        if v.is_empty() {
+            rustix::mount::fsconfig_set_flag(&fs, *k)
+        } else {
+            fsconfig_set_string(&fs, *k, *v)
+        }
+        .with_context(|| format!("devpts option {k}"))?;
+    }
+    fsconfig_create(&fs).context("creating a devpts instance")?;
+    fsmount(
+        &fs,
+        FsMountFlags::FSMOUNT_CLOEXEC,
+        MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NOEXEC,
+    )
+    .context("fsmount devpts")
 }

@@ -199,7 +199,8 @@ fn cwd_plan(ctx: &Ctx, rootfs: &Path, cwd: &Path, mode: CwdBind) -> CwdPlan {
     let guest_has = |p: &Path| guest_nonempty_dir(rootfs, p);
     if guest_has(&src) {
         return CwdPlan {
-            workdir: Some(cwd.to_path_buf()).filter(|_| guest_has(cwd)),
+            // `/` is no particular place: the guest starts in its home.
+            workdir: Some(cwd.to_path_buf()).filter(|c| c != Path::new("/") && guest_has(c)),
             // (Said, except for `/`, where nothing else was expected.)
             note: (src != Path::new("/"))
                 .then(|| format!("not binding {}: the guest has its own {0}", src.display())),

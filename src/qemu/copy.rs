@@ -44,15 +44,24 @@ pub fn for_guest(store: &Store, qemu: &Path) -> PathBuf {
     let dir = store.qemu_dir();
     let copy = dir.join(&name);
     let unusable = dir.join(format!("{name}.unusable"));
-    // What an earlier launch decided, if anything.
+    let seal = dir.join(format!("{name}.seal"));
+    // What an earlier launch decided, if anything. A copy is used only
+    // while it is exactly the file that was checked: its inode, size and
+    // change time are sealed when it is published, and any write to it
+    // since (a guest that reached the store through a bind, anything else)
+    // changes the ctime, which no one can set back. A broken seal means
+    // the copy is thrown away and made again.
     let decided = || {
-        if copy.is_file() {
-            Some(copy.clone())
-        } else if unusable.exists() {
-            Some(qemu.to_path_buf())
-        } else {
-            None
+        if let Ok(m) = fs::symlink_metadata(&copy) {
+            if fs::read_to_string(&seal).is_ok_and(|s| s == identity(&m)) {
+                return Some(copy.clone());
+            }
+            return None;
         }
+        if unusable.exists() {
+            return Some(qemu.to_path_buf());
+        }
+        None
     };
     // The launch path: one stat.
     if let Some(p) = decided() {
@@ -70,7 +79,16 @@ pub fn for_guest(store: &Store, qemu: &Path) -> PathBuf {
         .mode(0o700)
         .create(&dir)
         .with_context(|| format!("creating {}", dir.display()))
-        .and_then(|_| make(&dir, qemu, &copy));
+        .and_then(|_| {
+            // A copy whose seal is broken (tampered with) goes first.
+            let _ = fs::remove_file(&copy);
+            make(&dir, qemu, &copy)
+        })
+        .and_then(|_| {
+            let m = fs::symlink_metadata(&copy)
+                .with_context(|| format!("reading {}", copy.display()))?;
+            fs::write(&seal, identity(&m)).with_context(|| format!("writing {}", seal.display()))
+        });
     match made {
         Ok(()) => {
             prune(&dir, qemu, &name);
@@ -96,6 +114,9 @@ pub fn summary(dir: &Path) -> (bool, Vec<String>, Vec<String>) {
         if name.starts_with('.') {
             continue;
         }
+        if name.ends_with(".seal") {
+            continue;
+        }
         if name.ends_with(".unusable") {
             let why = fs::read_to_string(e.path()).unwrap_or_default();
             refused.push(why.trim().to_string());
@@ -106,6 +127,18 @@ pub fn summary(dir: &Path) -> (bool, Vec<String>, Vec<String>) {
     copies.sort();
     refused.sort();
     (enabled(), copies, refused)
+}
+
+/// What a copy's seal holds: the identity a write to the file changes.
+fn identity(m: &fs::Metadata) -> String {
+    format!(
+        "{} {} {} {} {}\n",
+        m.dev(),
+        m.ino(),
+        m.size(),
+        m.ctime(),
+        m.ctime_nsec()
+    )
 }
 
 /// `qemu-aarch64-static.<16 hex digits>`: the file name plus a hash of the
@@ -144,7 +177,7 @@ fn make(dir: &Path, qemu: &Path, copy: &Path) -> Result<()> {
             .write(true)
             .open(&tmp)
             .with_context(|| format!("opening {}", tmp.display()))?;
-        f.set_permissions(fs::Permissions::from_mode(0o755))
+        f.set_permissions(fs::Permissions::from_mode(0o555))
             .and_then(|_| p.write_into(&f))
             .and_then(|_| f.sync_all())
             .with_context(|| format!("writing {}", tmp.display()))?;
@@ -204,8 +237,12 @@ fn prune(dir: &Path, qemu: &Path, keep: &str) {
         let Some(rest) = name.strip_prefix(file).and_then(|r| r.strip_prefix('.')) else {
             continue;
         };
-        let digest = rest.strip_suffix(".unusable").unwrap_or(rest);
-        let ours = name == keep || name.strip_suffix(".unusable") == Some(keep);
+        let base = |n: &'_ str| {
+            let n = n.strip_suffix(".unusable").unwrap_or(n);
+            n.strip_suffix(".seal").unwrap_or(n).to_string()
+        };
+        let digest = base(rest);
+        let ours = base(name) == keep;
         if !ours && digest.len() == 16 && digest.bytes().all(|b| b.is_ascii_hexdigit()) {
             let _ = fs::remove_file(e.path());
         }

@@ -34,7 +34,7 @@ fn copies(env: &Env) -> Vec<String> {
         .map(|rd| {
             rd.flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| !(n.starts_with('.') && n.ends_with(".lock")) && !n.ends_with(".seal"))
+                .filter(|n| !(n.ends_with(".seal") || n.starts_with('.') && n.ends_with(".lock")))
                 .collect()
         })
         .unwrap_or_default();

@@ -159,17 +159,17 @@ pub struct GuestArgs {
     #[arg(long, value_name = "DIR")]
     pub workdir: Option<PathBuf>,
     /// Set an environment variable in the guest.
-    #[arg(long, value_name = "K=V")]
+    #[arg(long, value_name = "K=V", value_parser = crate::validate::env)]
     pub env: Vec<String>,
     /// Hostname inside the guest [default: xroot-ARCH].
-    #[arg(long)]
+    #[arg(long, value_parser = crate::validate::hostname)]
     pub hostname: Option<String>,
     /// Throwaway run: writes go to a tmpfs layer (overlayfs) and vanish at exit;
     /// the installed rootfs stays byte-for-byte unchanged.
     #[arg(long)]
     pub ephemeral: bool,
     /// Run as this guest user (NAME, UID or UID:GID), with its HOME.
-    #[arg(long, value_name = "NAME|UID[:GID]")]
+    #[arg(long, value_name = "NAME|UID[:GID]", value_parser = crate::validate::user)]
     pub user: Option<String>,
     /// Create the --user NAME in the guest if it does not exist.
     #[arg(long, requires = "user")]

@@ -22,6 +22,7 @@ mod specs;
 mod store;
 mod ui;
 mod userns;
+mod validate;
 
 use clap::Parser;
 

@@ -19,20 +19,31 @@ impl std::fmt::Display for Wanted {
     }
 }
 
+/// The largest valid uid or gid. `(uid_t)-1` (4294967295) is not an id:
+/// to setresuid/setresgid it means "leave unchanged", so accepting it would
+/// run the command as whoever the sandbox's init is (root).
+const MAX_ID: u32 = u32::MAX - 1;
+
+/// A decimal id in `0..=MAX_ID`, or why not.
+fn parse_id(s: &str, what: &str, arg: &str) -> Result<u32, String> {
+    match s.parse::<u64>() {
+        Ok(n) if n <= u64::from(MAX_ID) => Ok(n as u32),
+        Ok(_) => Err(format!(
+            "--user {arg}: {what} {s} is not a valid id (ids go from 0 to {MAX_ID})"
+        )),
+        Err(_) => Err(format!("--user {arg}: {what} {s:?} is not a number")),
+    }
+}
+
 /// `NAME`, `UID` or `UID:GID`.
 pub fn parse(arg: &str) -> Result<Wanted, String> {
     let (u, g) = match arg.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (arg, None),
     };
-    if let Ok(uid) = u.parse::<u32>() {
-        let gid = match g {
-            Some(g) => Some(
-                g.parse::<u32>()
-                    .map_err(|_| format!("--user {arg}: GID {g:?} is not a number"))?,
-            ),
-            None => None,
-        };
+    if !u.is_empty() && u.bytes().all(|b| b.is_ascii_digit()) {
+        let uid = parse_id(u, "UID", arg)?;
+        let gid = g.map(|g| parse_id(g, "GID", arg)).transpose()?;
         return Ok(Wanted::Id { uid, gid });
     }
     if g.is_some() {
@@ -76,7 +87,9 @@ pub fn resolve(w: &Wanted, passwd: &str, group: &str) -> Option<Resolved> {
     });
     let mut found = None;
     for (name, uid, gid, home) in entries {
-        let (Some(uid), Some(gid)) = (uid, gid) else {
+        // An entry with (uid_t)-1 would mean "no change" to setresuid.
+        let (Some(uid), Some(gid)) = (uid.filter(|u| *u <= MAX_ID), gid.filter(|g| *g <= MAX_ID))
+        else {
             continue;
         };
         let hit = match w {
@@ -148,6 +161,20 @@ mod tests {
         assert!(parse("alice:x").is_err());
         assert!(parse("1000:x").is_err());
         assert!(parse("-rf").is_err());
+        // (uid_t)-1 means "no change" to setresuid: never an id.
+        assert!(parse("4294967295").is_err());
+        assert!(parse("65534:4294967295").is_err());
+        assert!(parse("4294967296").is_err());
+        assert!(parse("99999999999999999999999").is_err());
+        assert!(parse("1000:").is_err());
+        assert!(parse("+5").is_err());
+        assert_eq!(
+            parse("4294967294:0"),
+            Ok(Wanted::Id {
+                uid: 4294967294,
+                gid: Some(0)
+            })
+        );
         assert!(parse("a/b").is_err());
     }
 

@@ -1,0 +1,104 @@
+//! Checks of single command-line values, run by clap as `value_parser`s
+//! (so a bad value is refused before anything is fetched or created, with
+//! clap's usual "invalid value" message and exit status 2). Pure functions,
+//! unit-tested here; what the values mean is decided in `commands`.
+
+/// `--user NAME|UID[:GID]`: see [`crate::sandbox::user::parse`].
+pub fn user(arg: &str) -> Result<String, String> {
+    crate::sandbox::user::parse(arg).map(|_| arg.to_string())
+}
+
+/// `--env K=V`: a non-empty name without `=` or NUL, then `=`.
+pub fn env(arg: &str) -> Result<String, String> {
+    match arg.split_once('=') {
+        None => Err("not K=V: write it as --env NAME=value".into()),
+        Some(("", _)) => Err("the variable name is empty: write it as --env NAME=value".into()),
+        Some(_) if arg.contains('\0') => Err("contains a NUL byte".into()),
+        Some(_) => Ok(arg.to_string()),
+    }
+}
+
+/// `--hostname`: a valid host name (RFC 1123): at most 64 bytes (the
+/// kernel's limit), dot-separated labels of 1-63 letters, digits and `-`,
+/// not starting or ending with `-`. Anything else (a newline, a space, a
+/// control character) would reach prompts and logs inside the guest.
+pub fn hostname(arg: &str) -> Result<String, String> {
+    let bad = |why: &str| {
+        Err(format!(
+            "{why}: a host name is letters, digits, '-' and '.', at most 64 bytes, e.g. build-1"
+        ))
+    };
+    if arg.is_empty() {
+        return bad("empty");
+    }
+    if arg.len() > 64 {
+        return bad("too long");
+    }
+    for label in arg.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return bad("an empty or too long label");
+        }
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return bad("invalid character");
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return bad("a label starts or ends with '-'");
+        }
+    }
+    Ok(arg.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_needs_a_name() {
+        assert!(env("A=b").is_ok());
+        assert!(env("A=").is_ok());
+        assert!(env("A=b=c").is_ok());
+        assert!(env("=x").is_err());
+        assert!(env("=").is_err());
+        assert!(env("AB").is_err());
+        assert!(env("A=\0").is_err());
+    }
+
+    #[test]
+    fn hostnames_are_rfc1123() {
+        for ok in [
+            "a",
+            "xroot-aarch64",
+            "build.example.org",
+            "1x",
+            &"a".repeat(63),
+        ] {
+            assert!(hostname(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "a\nb",
+            "a b",
+            "-a",
+            "a-",
+            "a..b",
+            ".a",
+            "a_b",
+            "\x1b]0;x\x07",
+            &"a".repeat(65),
+            &format!("{}.{}", "a".repeat(40), "b".repeat(40)),
+        ] {
+            assert!(hostname(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn user_ids_are_valid_ids() {
+        assert!(user("4294967295").is_err());
+        assert!(user("65534:4294967295").is_err());
+        assert!(user("65534:65534").is_ok());
+        assert!(user("alice").is_ok());
+    }
+}

@@ -14,6 +14,8 @@ mod elf;
 mod error;
 mod extract;
 mod fetch;
+#[cfg(test)]
+mod fuzz_tests;
 mod host;
 mod mirror;
 mod qemu;
@@ -80,9 +82,10 @@ fn xroot_main() -> ! {
         // `xroot list | head -1`: the reader has all it wanted.
         Err(e) if e.is::<ui::StdoutClosed>() => std::process::exit(0),
         Err(e) => {
-            eprintln!("xroot: error: {e:#}");
+            // Causes carry names from archives, indexes and servers.
+            eprintln!("xroot: error: {}", ui::escape(&format!("{e:#}")));
             if let Some(h) = error::hint_of(&e) {
-                eprintln!("hint: {h}");
+                eprintln!("hint: {}", ui::escape(h));
             }
             std::process::exit(1);
         }

@@ -43,3 +43,170 @@ fn invalid_user_env_and_hostname_values_are_refused_before_anything_happens() {
         );
     }
 }
+
+/// Whether text holds a byte a terminal would act on.
+fn has_controls(s: &str) -> bool {
+    s.chars()
+        .any(|c| c.is_control() && c != '\n' || ('\u{80}'..='\u{9f}').contains(&c))
+}
+
+/// A mirror that redirects to something that is not an http(s) URL with a
+/// host made ureq panic (abort, exit 134). Each is now a clear error naming
+/// the URL and the redirect, exit 1, nothing installed; good redirects are
+/// still followed.
+#[test]
+fn redirects_to_non_http_urls_are_errors_not_panics() {
+    use common::faults::*;
+    let server = FaultServer::alpine();
+    let env = Env::new(&server.url);
+    for to in [
+        "file:///etc/passwd",
+        "gopher:/x",
+        "data:text/plain,x",
+        "ftp://example.com/x",
+        "http://",
+        "http://[::1",
+        "gopher://\x1b]0;pwned\x07/",
+    ] {
+        server.route(&index_path(), Reply::Redirect(to.into()));
+        let o = env
+            .cmd()
+            .env("XROOT_RETRIES", "1")
+            .args(["fetch", "aarch64", "--branch", "v3.20"])
+            .output()
+            .unwrap();
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "redirect to {to:?}: {e}");
+        assert!(!e.contains("panicked"), "redirect to {to:?}: {e}");
+        assert!(e.contains(&server.at(&index_path())), "{to:?}: {e}");
+        assert!(e.contains("hint:"), "{to:?}: {e}");
+        assert!(!has_controls(&e), "raw control characters in {e:?}");
+        assert_nothing_installed(&env.home(), to);
+    }
+    // A relative redirect to a good copy is followed.
+    server.route(
+        &index_path(),
+        Reply::Redirect("../aarch64/../aarch64/i.yaml".into()),
+    );
+    server.route(
+        &format!("{REL}/i.yaml"),
+        Reply::Body(200, index_text().into_bytes()),
+    );
+    ok(&env.run(&["fetch", "aarch64", "--branch", "v3.20", "--quiet"]));
+    assert!(env.rootfs("aarch64").join("bin/busybox").is_file());
+}
+
+/// Control characters that an index, a server or an archive chooses reach
+/// the terminal escaped, in every message and listing: an HTTP reason
+/// phrase, the index's `version:` (also in every later `xroot list`), tar
+/// entry names in warnings and errors.
+#[test]
+fn control_characters_from_inputs_are_escaped_everywhere() {
+    use common::faults::*;
+    let server = FaultServer::alpine();
+    let env = Env::new(&server.url);
+    let fetch = |extra: &[&str]| {
+        env.cmd()
+            .env("XROOT_RETRIES", "1")
+            .args(["fetch", "aarch64", "--branch", "v3.20"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+
+    // 1. An HTTP reason phrase.
+    server.route(
+        &index_path(),
+        Reply::Raw(b"HTTP/1.1 404 \x1b]0;pwned\x07\x1b[2J\r\nContent-Length: 0\r\n\r\n".to_vec()),
+    );
+    let o = fetch(&[]);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(e.contains("404"), "{e}");
+    assert!(!has_controls(&e), "raw control characters: {e:?}");
+    assert!(e.contains("\\x1b]0;pwned\\x07"), "not shown escaped: {e:?}");
+
+    // 2. A hostile `version:` (YAML escapes \e and \a), then `xroot list`.
+    let index = index_text().replace("version: 3.20.3", "version: \"3.20.3\\e]0;pwned\\a\\e[1A\"");
+    assert_ne!(index, index_text(), "the index changed shape");
+    server.route(&index_path(), Reply::Body(200, index.into_bytes()));
+    let o = fetch(&[]);
+    let e = stderr(&o);
+    assert!(o.status.success(), "{e}");
+    assert!(!has_controls(&e), "raw control characters: {e:?}");
+    let o = env.run(&["list"]);
+    let listing = ok(&o);
+    assert!(listing.contains("aarch64"), "{listing}");
+    assert!(
+        !has_controls(&listing),
+        "raw control characters: {listing:?}"
+    );
+    assert!(listing.contains("\\x1b]0;pwned"), "{listing}");
+
+    // 3. Tar entry names: a FIFO that is skipped (a warning lists it) and a
+    // `..` entry that is refused (an error names it).
+    let busybox = std::fs::read(probe("aarch64")).unwrap();
+    let tarball = |evil: Option<&str>, fifo: &str| {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut add =
+            |name: &str, kind: tar::EntryType, mode: u32, data: &[u8], link: Option<&str>| {
+                let mut h = tar::Header::new_gnu();
+                h.set_entry_type(kind);
+                h.set_mode(mode);
+                h.set_size(data.len() as u64);
+                h.set_mtime(1_700_000_000);
+                h.set_uid(0);
+                h.set_gid(0);
+                // Raw name bytes: the tar crate's setters would refuse `..`.
+                let gnu = h.as_gnu_mut().unwrap();
+                gnu.name[..name.len()].copy_from_slice(name.as_bytes());
+                if let Some(l) = link {
+                    gnu.linkname[..l.len()].copy_from_slice(l.as_bytes());
+                }
+                h.set_cksum();
+                b.append(&h, data).unwrap();
+            };
+        add("./", tar::EntryType::Directory, 0o755, b"", None);
+        add("./bin/", tar::EntryType::Directory, 0o755, b"", None);
+        add(
+            "./bin/busybox",
+            tar::EntryType::Regular,
+            0o755,
+            &busybox,
+            None,
+        );
+        add(
+            "./bin/sh",
+            tar::EntryType::Symlink,
+            0o777,
+            b"",
+            Some("/bin/busybox"),
+        );
+        add(fifo, tar::EntryType::Fifo, 0o644, b"", None);
+        if let Some(n) = evil {
+            add(n, tar::EntryType::Regular, 0o644, b"x", None);
+        }
+        b.into_inner().unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let skipped = dir.path().join("skipped.tar");
+    std::fs::write(&skipped, tarball(None, "./fifo\x1b]0;pwned\x07")).unwrap();
+    let o = env.run(&["fetch", "aarch64@t1", "--from", skipped.to_str().unwrap()]);
+    let e = stderr(&o);
+    assert!(o.status.success(), "{e}");
+    assert!(
+        e.contains("fifo\\x1b]0;pwned\\x07"),
+        "the skipped FIFO is not listed: {e:?}"
+    );
+    assert!(!has_controls(&e), "raw control characters: {e:?}");
+    let refused = dir.path().join("refused.tar");
+    std::fs::write(&refused, tarball(Some("./a/../../\x1b[2Jx"), "./f")).unwrap();
+    let o = env.run(&["fetch", "aarch64@t2", "--from", refused.to_str().unwrap()]);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(
+        e.contains("\\x1b[2Jx"),
+        "the refused entry is not named: {e:?}"
+    );
+    assert!(!has_controls(&e), "raw control characters: {e:?}");
+}

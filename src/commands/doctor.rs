@@ -165,10 +165,10 @@ pub fn doctor(ctx: &Ctx, json: bool) -> Result<i32> {
                 "{:<5} {:<22} {}",
                 if c.ok { "OK" } else { "FIX" },
                 c.name,
-                c.detail
+                crate::ui::escape(&c.detail)
             );
             if let Some(f) = &c.fix {
-                outln!("{:<28}→ {f}", "");
+                outln!("{:<28}→ {}", "", crate::ui::escape(f));
             }
         }
     }

@@ -279,7 +279,7 @@ fn report(status_fd: RawFd, code: i32) -> ! {
 /// may share PID 1's memory (see `userns::spawn_exec`), where `exit` would
 /// run PID 1's exit handlers and thread-local destructors.
 fn die_child(code: i32, msg: &str) -> ! {
-    eprintln!("xroot: error: {msg}");
+    eprintln!("xroot: error: {}", crate::ui::escape(msg));
     // SAFETY: leaving at once, without exit handlers.
     unsafe { libc::_exit(code) }
 }
@@ -287,6 +287,6 @@ fn die_child(code: i32, msg: &str) -> ! {
 /// Reports a failure inside the sandbox and exits. 125: xroot's own setup
 /// failed; 126/127: the command could not be run (as in a shell).
 pub fn die(code: i32, msg: &str) -> ! {
-    eprintln!("xroot: error: {msg}");
+    eprintln!("xroot: error: {}", crate::ui::escape(msg));
     std::process::exit(code)
 }

@@ -108,10 +108,10 @@ pub struct FetchArgs {
     #[arg(long)]
     pub force: bool,
     /// Install this tarball (URL or file) instead of the arch's default source.
-    #[arg(long, value_name = "URL|FILE")]
+    #[arg(long, value_name = "URL|FILE", value_parser = crate::validate::from)]
     pub from: Option<String>,
     /// Expected sha256 of --from.
-    #[arg(long, value_name = "HEX", requires = "from")]
+    #[arg(long, value_name = "HEX", requires = "from", value_parser = crate::validate::sha256)]
     pub sha256: Option<String>,
     /// Install these Alpine packages (`apk add`) after unpacking; needs the
     /// network (the mirror option also sets /etc/apk/repositories).

@@ -51,6 +51,44 @@ pub fn hostname(arg: &str) -> Result<String, String> {
     Ok(arg.to_string())
 }
 
+/// `--sha256`: 64 hex digits (either case), returned lowercase.
+pub fn sha256(arg: &str) -> Result<String, String> {
+    let a = arg.trim();
+    if a.len() != 64 || !a.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "not a sha256 digest: it has 64 hex digits (this has {} characters); `sha256sum FILE` prints it",
+            a.chars().count()
+        ));
+    }
+    Ok(a.to_ascii_lowercase())
+}
+
+/// `--from URL|FILE`: an `http(s)://` URL with a host, or a file that
+/// exists (a path, or `file://PATH`), so that a typo is reported before
+/// anything else happens (also when the arch is already installed).
+pub fn from(arg: &str) -> Result<String, String> {
+    match crate::fetch::transport::local_path(arg) {
+        Some(p) => match std::fs::metadata(&p) {
+            Ok(m) if m.is_dir() => Err(format!(
+                "{} is a directory: give a tarball (run a tree in place with `xroot run --rootfs DIR`)",
+                p.display()
+            )),
+            Ok(_) => Ok(arg.to_string()),
+            Err(e) => Err(format!("{}: {e}", p.display())),
+        },
+        None => match url::Url::parse(arg) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
+                Ok(arg.to_string())
+            }
+            Ok(u) => Err(format!(
+                "unsupported URL scheme {:?}: use http://, https://, file:// or a path",
+                u.scheme()
+            )),
+            Err(e) => Err(format!("not a valid URL: {e}")),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,6 +129,27 @@ mod tests {
             &format!("{}.{}", "a".repeat(40), "b".repeat(40)),
         ] {
             assert!(hostname(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn sha256_and_from() {
+        let h = "0123456789abcdefABCDEF0123456789abcdef0123456789abcdef0123456789";
+        assert_eq!(sha256(h).unwrap(), h.to_ascii_lowercase());
+        for bad in ["", "abc", &h[1..], &format!("{h}0"), &h.replace('a', "g")] {
+            assert!(sha256(bad).is_err(), "{bad}");
+        }
+        assert!(from("/etc/hostname").is_ok());
+        assert!(from("file:///etc/hostname").is_ok());
+        assert!(from("https://example.org/a.tar.gz").is_ok());
+        for bad in [
+            "/nonexistent.tar",
+            "/etc",
+            "ftp://example.org/x",
+            "http://",
+            "gopher://x/y",
+        ] {
+            assert!(from(bad).is_err(), "{bad}");
         }
     }
 

@@ -210,3 +210,85 @@ fn control_characters_from_inputs_are_escaped_everywhere() {
     );
     assert!(!has_controls(&e), "raw control characters: {e:?}");
 }
+
+fn sha256_hex(p: &std::path::Path) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(std::fs::read(p).unwrap());
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `fetch ARCH --from X --sha256 Y` when ARCH is installed looked at
+/// neither X nor Y and exited 0. Now the arguments are checked first, and
+/// a different source is refused (exit 1) with what is installed and how
+/// to replace it; the same source is "already installed" (exit 0).
+#[test]
+fn fetch_from_checks_its_arguments_and_the_installed_source() {
+    let env = Env::new("http://127.0.0.1:9/");
+    let tar = mirror_dir().join("v3.20/releases/aarch64/alpine-minirootfs-3.20.3-aarch64.tar.gz");
+    let tar_s = tar.to_str().unwrap();
+    let sum = sha256_hex(&tar);
+    ok(&env.run(&[
+        "fetch", "aarch64", "--from", tar_s, "--sha256", &sum, "--quiet",
+    ]));
+
+    // Bad arguments: refused by the argument parser even though installed.
+    let bad: &[(&[&str], &str)] = &[
+        (&["--from", tar_s, "--sha256", "abc"], "not a sha256 digest"),
+        (
+            &["--from", tar_s, "--sha256", &sum[1..]],
+            "not a sha256 digest",
+        ),
+        (&["--from", "/nonexistent/x.tar.gz"], "No such file"),
+        (
+            &["--from", "ftp://example.org/x.tar.gz"],
+            "unsupported URL scheme",
+        ),
+        (&["--from", "/etc"], "is a directory"),
+    ];
+    for (args, want) in bad {
+        let mut full = vec!["fetch", "aarch64"];
+        full.extend_from_slice(args);
+        let o = env.run(&full);
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {e}");
+        assert!(e.contains(want), "{args:?}: {e}");
+    }
+
+    // The same source: already installed, exit 0.
+    let o = env.run(&[
+        "fetch",
+        "aarch64",
+        "--from",
+        tar_s,
+        "--sha256",
+        &sum.to_uppercase(),
+    ]);
+    assert!(stderr(&o).contains("already installed"), "{}", stderr(&o));
+    ok(&o);
+
+    // Another file, or another digest: refused, naming what is installed
+    // and the way to replace it.
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("other.tar.gz");
+    std::fs::copy(&tar, &other).unwrap();
+    let other_s = other.to_str().unwrap();
+    let zeros = "0".repeat(64);
+    for args in [
+        vec!["--from", other_s],
+        vec!["--from", other_s, "--sha256", &sum],
+        vec!["--from", tar_s, "--sha256", &zeros],
+    ] {
+        let mut full = vec!["fetch", "aarch64"];
+        full.extend_from_slice(&args);
+        let o = env.run(&full);
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {e}");
+        assert!(e.contains("already installed"), "{args:?}: {e}");
+        assert!(e.contains("--force"), "{args:?}: {e}");
+    }
+    // --force replaces it.
+    ok(&env.run(&["fetch", "aarch64", "--from", other_s, "--force", "--quiet"]));
+    let manifest = std::fs::read_to_string(env.home().join("rootfs/aarch64/manifest.toml"))
+        .unwrap_or_default();
+    assert!(manifest.contains("other.tar.gz"), "{manifest}");
+}

@@ -103,6 +103,7 @@ pub fn fetch(
     if !req.force {
         if let Some(i) = store.get(&req.id)? {
             has_packages(&i, &req.packages)?;
+            same_source(&i, req)?;
             // A `fetch --force` killed mid-way left a staging dir: this
             // fetch stages nothing, so it cleans up instead.
             store.clean_stale_if_idle(&req.id);
@@ -123,6 +124,7 @@ pub fn fetch(
     if !req.force {
         if let Some(i) = store.get(&req.id)? {
             has_packages(&i, &req.packages)?;
+            same_source(&i, req)?;
             ui.info(format!(
                 "{} was installed meanwhile by another xroot",
                 req.id
@@ -200,6 +202,39 @@ fn has_packages(i: &Installed, packages: &[String]) -> Result<()> {
             packages.join(","),
             i.id,
             missing.join(" ")
+        ),
+    ))
+}
+
+/// An installed rootfs satisfies `--from X [--sha256 Y]` only if it came
+/// from X (and has digest Y): exiting 0 without looking at them would let
+/// the user believe X is what they now run.
+fn same_source(i: &Installed, req: &Request) -> Result<()> {
+    let Some(from) = &req.from else {
+        return Ok(());
+    };
+    let m = &i.manifest;
+    let other_file = &m.source != from;
+    let other_digest = req
+        .sha256
+        .as_ref()
+        .is_some_and(|h| !h.eq_ignore_ascii_case(&m.sha256));
+    if !other_file && !other_digest {
+        return Ok(());
+    }
+    let what = if other_file {
+        format!("from {}", m.source)
+    } else {
+        format!("with sha256 {}", m.sha256)
+    };
+    Err(hinted(
+        format!(
+            "{} is already installed {what}; not replacing it with {from}",
+            i.id
+        ),
+        format!(
+            "replace it: xroot fetch {} --from {from} --force (or keep both: xroot fetch {}@NAME --from {from})",
+            i.id, i.id.arch
         ),
     ))
 }

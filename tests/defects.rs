@@ -292,3 +292,89 @@ fn fetch_from_checks_its_arguments_and_the_installed_source() {
         .unwrap_or_default();
     assert!(manifest.contains("other.tar.gz"), "{manifest}");
 }
+
+/// Disk full: during fetch the hint says so (not "damaged or hostile");
+/// while the qemu copy is made, qemu is not marked unusable for good (the
+/// run uses the system's qemu, and a later run with space makes the copy);
+/// the temporary file a killed maker leaves (13 MB) is removed by the next
+/// maker. The store is a small tmpfs in a private mount namespace
+/// (`unshare -m`), so the host's mounts are untouched.
+#[test]
+fn disk_full_is_named_and_not_held_against_qemu() {
+    if !sandbox_ready("aarch64") {
+        return;
+    }
+    let server = MirrorServer::alpine();
+    let env = Env::new(&server.url);
+    let out = env.dir.path().join("out");
+    let mnt = env.dir.path().join("mnt");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::create_dir_all(&mnt).unwrap();
+    // Every step writes STEP.out (stdout+stderr), STEP.rc and a listing of
+    // the qemu directory, outside the tmpfs.
+    let script = r#"
+set -u
+X="$1"; M="$2"; O="$3"
+export XROOT_HOME="$M/h"
+step() { name=$1; shift; "$@" >"$O/$name.out" 2>&1; echo $? >"$O/$name.rc"; ls -a "$M/h/qemu" >"$O/$name.qemu" 2>/dev/null; }
+mount -t tmpfs -o size=2m tmpfs "$M" || exit 99
+step fetch_full "$X" fetch aarch64 --branch v3.20
+# Room for the tarball and the tree (~13 MB), not for a 13 MB qemu copy.
+mount -o remount,size=18m "$M"
+step fetch_ok "$X" fetch aarch64 --branch v3.20 --quiet
+step run_full "$X" run aarch64 -- /bin/true
+mount -o remount,size=80m "$M"
+step run_room "$X" run aarch64 -- /bin/true
+# What a maker killed mid-copy leaves: the copy missing, a temp file of it.
+copy=$(cd "$M/h/qemu" && ls | grep -v '\.lock$' | grep '^qemu-aarch64-static\.' | head -1)
+mv "$M/h/qemu/$copy" "$M/h/qemu/.tmp-$copy-2147483646"
+step run_after_kill "$X" run aarch64 -- /bin/true
+"#;
+    let o = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", script, "sh"])
+        .arg(bin())
+        .arg(&mnt)
+        .arg(&out)
+        .env("XROOT_MIRROR", &server.url)
+        .env("XROOT_RETRIES", "1")
+        .env_remove("XROOT_QEMU_PRELINK")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let read = |f: &str| std::fs::read_to_string(out.join(f)).unwrap_or_default();
+    let rc = |s: &str| read(&format!("{s}.rc")).trim().to_string();
+
+    let e = read("fetch_full.out");
+    assert_eq!(rc("fetch_full"), "1", "{e}");
+    assert!(e.contains("disk full at"), "{e}");
+    assert!(!e.contains("damaged or hostile"), "{e}");
+
+    assert_eq!(rc("fetch_ok"), "0", "{}", read("fetch_ok.out"));
+    assert_eq!(rc("run_full"), "0", "{}", read("run_full.out"));
+    let q = read("run_full.qemu");
+    assert!(
+        !q.contains(".unusable"),
+        "disk full marked qemu unusable: {q}"
+    );
+    assert!(!q.contains(".tmp-"), "a temp file is left: {q}");
+
+    assert_eq!(rc("run_room"), "0", "{}", read("run_room.out"));
+    let q = read("run_room.qemu");
+    assert!(
+        q.lines()
+            .any(|l| l.starts_with("qemu-aarch64-static.") && !l.ends_with(".lock")),
+        "no copy made once there was room: {q}"
+    );
+
+    assert_eq!(rc("run_after_kill"), "0", "{}", read("run_after_kill.out"));
+    let q = read("run_after_kill.qemu");
+    assert!(
+        !q.contains(".tmp-"),
+        "the killed maker's temp file stays: {q}"
+    );
+    assert!(
+        q.lines()
+            .any(|l| l.starts_with("qemu-aarch64-static.") && !l.ends_with(".lock")),
+        "{q}"
+    );
+}

@@ -487,7 +487,7 @@ fn install(
             cleanup();
             return Err(hinted(
                 format!("unpacking {}: {e}", plan.url),
-                extract_hint(&e),
+                extract_hint(&e, &store.home),
             ));
         }
         None => {
@@ -572,9 +572,21 @@ fn install(
 /// failed (see `install`). Real rootfs tarballs are a few MiB.
 const DRAIN_AFTER_ERROR: u64 = 16 << 20;
 
-fn extract_hint(e: &extract::ExtractError) -> String {
+fn extract_hint(e: &extract::ExtractError, home: &Path) -> String {
     let s = e.to_string();
-    if s.contains("limit") {
+    let full = match e {
+        extract::ExtractError::Io { err, .. } | extract::ExtractError::Corrupt { err, .. } => {
+            crate::error::io_disk_full(err)
+        }
+        _ => false,
+    };
+    if full {
+        // Not the archive's fault: the archive verified, the disk said no.
+        format!(
+            "disk full at {}: free some space (df -h {0}) and fetch again; nothing was installed",
+            home.display()
+        )
+    } else if s.contains("limit") {
         "raise the limit with --max-size BYTES (or XROOT_MAX_UNPACKED) if this archive is legitimate".into()
     } else {
         "the archive is damaged or hostile; nothing was installed".into()

@@ -378,3 +378,57 @@ step run_after_kill "$X" run aarch64 -- /bin/true
         "{q}"
     );
 }
+
+/// `xroot rm` deleted a tree that a `--rootfs` guest was running in: a
+/// `--rootfs` run of a store tree (by any path: here through a symlink)
+/// now takes that tree's lock, so `rm` refuses while the guest runs.
+#[test]
+fn rm_refuses_a_store_tree_a_rootfs_guest_runs_in() {
+    use std::io::BufRead;
+    if !sandbox_ready("aarch64") {
+        return;
+    }
+    let server = MirrorServer::alpine();
+    let env = Env::new(&server.url);
+    ok(&env.run(&["fetch", "aarch64", "--quiet"]));
+    let shared = tempfile::tempdir().unwrap();
+    let link = shared.path().join("tree");
+    std::os::unix::fs::symlink(env.rootfs("aarch64"), &link).unwrap();
+    let mut guest = env
+        .cmd()
+        .arg("run")
+        .arg("--rootfs")
+        .arg(&link)
+        .arg("--bind")
+        .arg(format!("{}:/shared", shared.path().display()))
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "echo started; i=0; while [ ! -e /shared/go ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; cat /etc/alpine-release",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(guest.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "started\n");
+
+    let o = env.run(&["rm", "aarch64"]);
+    let e = stderr(&o);
+    std::fs::write(shared.path().join("go"), "").unwrap();
+    assert_eq!(o.status.code(), Some(1), "rm removed a tree in use: {e}");
+    assert!(e.contains("in use"), "{e}");
+    assert!(env.rootfs("aarch64").join("bin/busybox").is_file());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert!(guest.wait().unwrap().success());
+    assert!(
+        rest.starts_with("3.20"),
+        "the guest lost its tree: {rest:?}"
+    );
+    // Once the guest is gone, rm works.
+    ok(&env.run(&["rm", "aarch64"]));
+}

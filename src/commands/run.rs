@@ -240,11 +240,15 @@ fn target<'c>(
                 ))
             }
         };
-        use sha2::Digest;
-        let lock = format!(
-            "dir-{}",
-            crate::fetch::stream::hex(&sha2::Sha256::digest(root.as_os_str().as_bytes())[..8])
-        );
+        // A tree of the store run by its path takes that tree's own lock,
+        // as `xroot run ARCH` does: `xroot rm` refuses, `fetch --force` waits.
+        let lock = store_tree_of(ctx, &root).unwrap_or_else(|| {
+            use sha2::Digest;
+            format!(
+                "dir-{}",
+                crate::fetch::stream::hex(&sha2::Sha256::digest(root.as_os_str().as_bytes())[..8])
+            )
+        });
         return Ok((spec, root, lock));
     }
     let Some(arch) = arch else {
@@ -263,6 +267,14 @@ fn target<'c>(
     let root = installed.root();
     check_arch(&ctx.catalog, spec, &root).with_context(|| format!("checking {id}"))?;
     Ok((spec, root, id.dir_name()))
+}
+
+/// The store id (its directory and lock name) whose tree holds the
+/// canonical path `root`, if any.
+fn store_tree_of(ctx: &Ctx, root: &Path) -> Option<String> {
+    let trees = ctx.store.rootfs_dir().canonicalize().ok()?;
+    let id = root.strip_prefix(&trees).ok()?.components().next()?;
+    Some(id.as_os_str().to_str()?.to_string())
 }
 
 fn parse_bind(s: &str, readonly: bool) -> Result<Bind> {

@@ -436,17 +436,23 @@ pub fn apply_owners(
         &format!("setting file owners in {}", root.display()),
         &mut || {
             for o in owners {
-                if o.uid > limit.0 || o.gid > limit.1 {
-                    continue; // not representable with this map: stays the caller's
-                }
-                let p = root.join(&o.path);
-                std::os::unix::fs::lchown(&p, Some(o.uid as u32), Some(o.gid as u32))?;
-                let meta = fs::symlink_metadata(&p)?;
-                if !meta.file_type().is_symlink() {
-                    use std::os::unix::fs::PermissionsExt;
-                    // After chown: chown clears setuid/setgid.
-                    fs::set_permissions(&p, fs::Permissions::from_mode(o.mode))?;
-                }
+                // Ids 0..=count exist in the namespace (0 is the caller,
+                // 1..=count the subordinate range).
+                let (uid, gid, mut mode) = (o.uid, o.gid, o.mode);
+                let (uid, gid) = if uid <= limit.0 && gid <= limit.1 {
+                    (uid as u32, gid as u32)
+                } else {
+                    // Not representable with this map: the entry stays the
+                    // caller's (guest root), so a setuid/setgid bit would
+                    // make it a setuid-root program the archive never had.
+                    mode &= !0o6000;
+                    (0, 0)
+                };
+                // setuid/setgid bits are kept: the guest needs su, passwd,
+                // ping under its own ids, and on the host such a file is
+                // owned by the caller or one of the caller's subordinate
+                // ids, in a store only the caller can enter (0700).
+                crate::extract::set_owner_beneath(root, &o.path, uid, gid, mode)?;
             }
             Ok(())
         },

@@ -432,3 +432,111 @@ fn rm_refuses_a_store_tree_a_rootfs_guest_runs_in() {
     // Once the guest is gone, rm works.
     ok(&env.run(&["rm", "aarch64"]));
 }
+
+/// Rootless with subordinate ids, extraction keeps setuid/setgid bits (the
+/// guest needs su and passwd under its own ids): on the host such a file
+/// belongs to the caller or one of the caller's subordinate ids, in a
+/// store only the caller can enter. An owner the id map cannot represent
+/// stays the caller's (guest root), so its setuid/setgid bits are dropped:
+/// never a setuid-root program that the archive did not have. (docs/security.md)
+#[test]
+fn rootless_setuid_bits_follow_the_documented_rule() {
+    use std::os::unix::fs::MetadataExt;
+    if !sandbox_ready("aarch64") || !host_changes_allowed() {
+        return;
+    }
+    let user = unprivileged_user("xroot-suid", Some(400000));
+    let dir = user_tempdir(&user);
+    let bin_dir = user_tempdir(&user);
+    let x = public_bin(bin_dir.path());
+    let busybox = std::fs::read(probe("aarch64")).unwrap();
+    let mut b = tar::Builder::new(Vec::new());
+    let mut add = |name: &str, kind: tar::EntryType, mode: u32, ids: (u64, u64), data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_uid(ids.0);
+        h.set_gid(ids.1);
+        h.set_size(data.len() as u64);
+        h.set_mtime(1_700_000_000);
+        h.set_path(name).unwrap();
+        if kind == tar::EntryType::Symlink {
+            h.set_link_name("/bin/busybox").unwrap();
+        }
+        h.set_cksum();
+        b.append(&h, data).unwrap();
+    };
+    add("./", tar::EntryType::Directory, 0o755, (0, 0), b"");
+    add("./bin/", tar::EntryType::Directory, 0o755, (0, 0), b"");
+    add(
+        "./bin/busybox",
+        tar::EntryType::Regular,
+        0o755,
+        (0, 0),
+        &busybox,
+    );
+    add("./bin/sh", tar::EntryType::Symlink, 0o777, (0, 0), b"");
+    add("./bin/su", tar::EntryType::Regular, 0o4755, (0, 0), b"su");
+    add(
+        "./bin/ping",
+        tar::EntryType::Regular,
+        0o4750,
+        (100, 101),
+        b"ping",
+    );
+    add(
+        "./bin/wall",
+        tar::EntryType::Regular,
+        0o2755,
+        (0, 5),
+        b"wall",
+    );
+    add(
+        "./bin/alien",
+        tar::EntryType::Regular,
+        0o6755,
+        (70000, 70000),
+        b"x",
+    );
+    // The last id the map holds (0 and 1..=65535), and the first past it.
+    add(
+        "./bin/last",
+        tar::EntryType::Regular,
+        0o4755,
+        (65535, 65535),
+        b"x",
+    );
+    add(
+        "./bin/edge",
+        tar::EntryType::Regular,
+        0o4755,
+        (65536, 0),
+        b"x",
+    );
+    let tarball = dir.path().join("t.tar");
+    std::fs::write(&tarball, b.into_inner().unwrap()).unwrap();
+    std::os::unix::fs::chown(&tarball, Some(user.uid), Some(user.gid)).unwrap();
+    let o = as_user(&user, &x)
+        .args(["fetch", "aarch64", "--from"])
+        .arg(&tarball)
+        .env("XROOT_HOME", dir.path().join("store"))
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    ok(&o);
+    let bin = dir.path().join("store/rootfs/aarch64/root/bin");
+    let stat = |f: &str| {
+        let m = std::fs::symlink_metadata(bin.join(f)).unwrap();
+        (m.mode() & 0o7777, m.uid(), m.gid())
+    };
+    // The host view: subordinate ids are 400000.. for guest ids 1..
+    assert_eq!(stat("su"), (0o4755, user.uid, user.gid));
+    assert_eq!(stat("ping"), (0o4750, 400000 + 99, 400000 + 100));
+    assert_eq!(stat("wall"), (0o2755, user.uid, 400000 + 4));
+    assert_eq!(stat("alien"), (0o755, user.uid, user.gid));
+    assert_eq!(stat("edge"), (0o755, user.uid, user.gid));
+    assert_eq!(stat("last"), (0o4755, 400000 + 65534, 400000 + 65534));
+    // The store is private: nobody else can reach these files.
+    let store = dir.path().join("store");
+    assert_eq!(std::fs::metadata(&store).unwrap().mode() & 0o077, 0);
+}

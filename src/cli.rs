@@ -18,6 +18,23 @@ pub struct Cli {
     /// Print only errors and warnings.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Give up on a connection, or on a read that stalls, after this many seconds.
+    #[arg(long, global = true, env = "XROOT_TIMEOUT", value_name = "SECONDS", default_value = "30",
+          value_parser = crate::validate::seconds, hide_short_help = true)]
+    pub timeout: f64,
+    /// Requests per download in all, retries of transient failures and
+    /// resumes of a cut body included (1: neither).
+    #[arg(long, global = true, env = "XROOT_RETRIES", value_name = "N", default_value = "3",
+          value_parser = crate::validate::attempts, hide_short_help = true)]
+    pub retries: u32,
+    /// Refuse to unpack an archive to more than this many bytes.
+    #[arg(long, global = true, env = "XROOT_MAX_UNPACKED", value_name = "BYTES",
+          default_value = "8589934592", value_parser = crate::validate::bytes, hide_short_help = true)]
+    pub max_size: u64,
+    /// Run guests on the store's prelinked copy of qemu (0: the system's qemu).
+    #[arg(long, global = true, env = "XROOT_QEMU_PRELINK", value_name = "1|0", default_value = "1",
+          value_parser = crate::validate::switch, hide_short_help = true)]
+    pub qemu_prelink: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -82,15 +99,12 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct SourceArgs {
-    /// Alpine mirror (http://, https:// or file://) [default: $XROOT_MIRROR or https://dl-cdn.alpinelinux.org/alpine]
-    #[arg(long, value_name = "URL")]
+    /// Alpine mirror (http://, https:// or file://) [default: https://dl-cdn.alpinelinux.org/alpine]
+    #[arg(long, value_name = "URL", env = "XROOT_MIRROR")]
     pub mirror: Option<String>,
     /// Alpine release branch, e.g. v3.20, edge [default: the arch's spec, usually latest-stable]
     #[arg(long)]
     pub branch: Option<String>,
-    /// Refuse to unpack more than this many bytes [default: $XROOT_MAX_UNPACKED or 8 GiB]
-    #[arg(long, value_name = "BYTES")]
-    pub max_size: Option<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -17,6 +17,7 @@ mod fetch;
 #[cfg(test)]
 mod fuzz_tests;
 mod host;
+mod knobs;
 mod mirror;
 mod qemu;
 mod sandbox;
@@ -76,6 +77,12 @@ fn sanitize_standard_fds() {
 fn xroot_main() -> ! {
     ui::trace("start");
     let cli = cli::Cli::parse();
+    knobs::set(knobs::Knobs {
+        timeout: std::time::Duration::from_secs_f64(cli.timeout),
+        attempts: cli.retries,
+        max_unpacked: cli.max_size,
+        qemu_prelink: cli.qemu_prelink,
+    });
     let ui = ui::Ui::new(cli.quiet);
     match commands::dispatch(cli.command, ui) {
         Ok(code) => std::process::exit(code),

@@ -89,6 +89,45 @@ pub fn from(arg: &str) -> Result<String, String> {
     }
 }
 
+/// `--timeout` / `XROOT_TIMEOUT`: a positive number of seconds.
+pub fn seconds(arg: &str) -> Result<f64, String> {
+    match arg.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => Ok(s),
+        _ => Err(
+            "not a number of seconds above 0 (--timeout or XROOT_TIMEOUT), e.g. 30 or 2.5".into(),
+        ),
+    }
+}
+
+/// `--retries` / `XROOT_RETRIES`: a whole number of attempts, at least 1.
+pub fn attempts(arg: &str) -> Result<u32, String> {
+    match arg.trim().parse::<u32>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => {
+            Err("not a number of attempts of 1 or more (--retries or XROOT_RETRIES), e.g. 3".into())
+        }
+    }
+}
+
+/// `--max-size` / `XROOT_MAX_UNPACKED`: a whole number of bytes, above 0.
+pub fn bytes(arg: &str) -> Result<u64, String> {
+    match arg.trim().parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => {
+            Err("not a number of bytes (--max-size or XROOT_MAX_UNPACKED), e.g. 8589934592".into())
+        }
+    }
+}
+
+/// An on/off knob: `1` or `0` (also true/false, yes/no, on/off).
+pub fn switch(arg: &str) -> Result<bool, String> {
+    match arg.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err("not 1 or 0 (--qemu-prelink or XROOT_QEMU_PRELINK)".into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,6 +169,23 @@ mod tests {
         ] {
             assert!(hostname(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn knobs() {
+        assert_eq!(seconds("2.5"), Ok(2.5));
+        for bad in ["abc", "-1", "0", "nan", "inf", ""] {
+            assert!(seconds(bad).is_err(), "{bad}");
+        }
+        assert_eq!(attempts("1"), Ok(1));
+        for bad in ["-1", "0", "x", "1.5"] {
+            assert!(attempts(bad).is_err(), "{bad}");
+        }
+        assert_eq!(bytes("1024"), Ok(1024));
+        assert!(bytes("abc").is_err() && bytes("0").is_err() && bytes("-5").is_err());
+        assert_eq!(switch("0"), Ok(false));
+        assert_eq!(switch("1"), Ok(true));
+        assert!(switch("maybe").is_err());
     }
 
     #[test]

@@ -540,3 +540,59 @@ fn rootless_setuid_bits_follow_the_documented_rule() {
     let store = dir.path().join("store");
     assert_eq!(std::fs::metadata(&store).unwrap().mode() & 0o077, 0);
 }
+
+/// Every knob is read one way (clap's `env`): a bad value of an
+/// environment variable is an error naming it (exit 2), as a bad option
+/// is; before, `XROOT_TIMEOUT=abc` and `XROOT_RETRIES=-1` were silently
+/// ignored while `XROOT_MAX_UNPACKED=abc` was an error. The knobs are in
+/// `--help` with their variables.
+#[test]
+fn environment_knobs_are_validated_and_documented() {
+    let env = Env::new("http://127.0.0.1:9/");
+    for (var, val) in [
+        ("XROOT_TIMEOUT", "abc"),
+        ("XROOT_TIMEOUT", "-1"),
+        ("XROOT_TIMEOUT", "0"),
+        ("XROOT_RETRIES", "-1"),
+        ("XROOT_RETRIES", "0"),
+        ("XROOT_RETRIES", "two"),
+        ("XROOT_MAX_UNPACKED", "abc"),
+        ("XROOT_QEMU_PRELINK", "maybe"),
+    ] {
+        for args in [
+            &["fetch", "aarch64"][..],
+            &["run", "aarch64", "--", "true"],
+            &["reset", "aarch64"],
+        ] {
+            let o = env.cmd().env(var, val).args(args).output().unwrap();
+            let e = stderr(&o);
+            assert_eq!(
+                o.status.code(),
+                Some(2),
+                "{var}={val} {args:?} accepted: {e}"
+            );
+            assert!(e.contains(var) && e.contains(val), "{var}={val}: {e}");
+        }
+    }
+    // Valid values are taken: one attempt, a short timeout, and the
+    // message counts no retries.
+    let o = env
+        .cmd()
+        .env("XROOT_RETRIES", "1")
+        .env("XROOT_TIMEOUT", "0.5")
+        .args(["fetch", "aarch64"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(!stderr(&o).contains("attempts"), "{}", stderr(&o));
+    let help = ok(&env.run(&["fetch", "--help"]));
+    for var in [
+        "XROOT_TIMEOUT",
+        "XROOT_RETRIES",
+        "XROOT_MAX_UNPACKED",
+        "XROOT_MIRROR",
+        "XROOT_QEMU_PRELINK",
+    ] {
+        assert!(help.contains(var), "{var} not in --help:\n{help}");
+    }
+}

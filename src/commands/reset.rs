@@ -54,7 +54,7 @@ pub fn reset(ctx: &Ctx, target: &str) -> Result<()> {
         from: Some(from),
         sha256: Some(m.sha256.clone()),
         force: true,
-        limits: super::fetch::limits(None)?,
+        limits: super::fetch::limits()?,
         packages: Vec::new(),
         record_as: Some(Origin {
             branch: m.branch.clone(),

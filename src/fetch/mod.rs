@@ -82,8 +82,8 @@ struct Plan {
 
 /// The mirror from `--mirror`, else `$XROOT_MIRROR`, else Alpine's CDN.
 pub fn mirror_from(arg: Option<&str>) -> String {
-    arg.map(str::to_string)
-        .or_else(|| std::env::var("XROOT_MIRROR").ok().filter(|v| !v.is_empty()))
+    arg.filter(|a| !a.is_empty())
+        .map(str::to_string)
         .unwrap_or_else(|| DEFAULT_MIRROR.to_string())
         .trim_end_matches('/')
         .to_string()
@@ -150,7 +150,7 @@ pub fn install_locked(
     if !req.packages.is_empty() && hook.is_none() {
         bail!("internal error: packages requested without a way to install them");
     }
-    let cfg = transport::Config::from_env();
+    let cfg = transport::Config::from_knobs();
     let transport = transport::Transport::new(cfg.clone());
     let plan = resolve(&transport, spec, req, ui)?;
     let remote = transport::local_path(&plan.url).is_none();

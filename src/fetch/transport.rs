@@ -40,23 +40,15 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Defaults, overridden by `XROOT_TIMEOUT` (seconds) and `XROOT_RETRIES`.
-    pub fn from_env() -> Config {
-        let mut c = Config::default();
-        if let Some(t) = std::env::var("XROOT_TIMEOUT")
-            .ok()
-            .and_then(|v| v.parse::<f64>().ok())
-            .filter(|t| *t > 0.0)
-        {
-            c.timeout = Duration::from_secs_f64(t);
+    /// From `--timeout` / `XROOT_TIMEOUT` and `--retries` / `XROOT_RETRIES`
+    /// (see `knobs`).
+    pub fn from_knobs() -> Config {
+        let k = crate::knobs::get();
+        Config {
+            timeout: k.timeout,
+            attempts: k.attempts.max(1),
+            ..Config::default()
         }
-        if let Some(n) = std::env::var("XROOT_RETRIES")
-            .ok()
-            .and_then(|v| v.parse::<u32>().ok())
-        {
-            c.attempts = n.max(1);
-        }
-        c
     }
 }
 

@@ -30,9 +30,9 @@ const BASE_LOW: u64 = 0x5555_5555_4000;
 /// randomisation of that base (`mmap_rnd_bits` = 28).
 const RANDOM_PAGES: u64 = 1 << 28;
 
-/// Whether guests run on copies (`XROOT_QEMU_PRELINK=0` says no).
+/// Whether guests run on copies (`--qemu-prelink 0` / `XROOT_QEMU_PRELINK=0` say no).
 fn enabled() -> bool {
-    !std::env::var_os("XROOT_QEMU_PRELINK").is_some_and(|v| v == "0")
+    crate::knobs::get().qemu_prelink
 }
 
 /// The binary a guest's binfmt handler should run for `qemu`: its

@@ -596,3 +596,42 @@ fn environment_knobs_are_validated_and_documented() {
         assert!(help.contains(var), "{var} not in --help:\n{help}");
     }
 }
+
+/// The guest's CPU time is accounted to xroot: `time xroot run ... gcc`,
+/// hyperfine and CI accounting read it from wait4(2) on xroot, which
+/// covers xroot's reaped descendants only; xroot now reaps the guest's
+/// PID 1 (which reaped the command) before it exits. Before, a guest busy
+/// for a third of a second showed ~0 s.
+#[test]
+fn the_guests_cpu_time_is_accounted_to_xroot() {
+    if !sandbox_ready("aarch64") {
+        return;
+    }
+    let server = MirrorServer::alpine();
+    let env = Env::new(&server.url);
+    ok(&env.run(&["fetch", "aarch64", "--quiet"]));
+    let child = env
+        .cmd()
+        .args(["run", "aarch64", "--", "sh", "-c"])
+        .arg("i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; echo $i")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: rusage is plain data; wait4 fills it for our own child.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let t = std::time::Instant::now();
+    // SAFETY: waiting for our own child; `child` is not waited on again.
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    let wall = t.elapsed().as_secs_f64();
+    std::mem::forget(child);
+    assert_eq!(r, pid);
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+    let secs = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    let cpu = secs(ru.ru_utime) + secs(ru.ru_stime);
+    assert!(
+        cpu >= 0.1,
+        "xroot's rusage shows {cpu:.3} s of CPU for a guest that ran {wall:.3} s of busy loop"
+    );
+}

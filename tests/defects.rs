@@ -635,3 +635,92 @@ fn the_guests_cpu_time_is_accounted_to_xroot() {
         "xroot's rusage shows {cpu:.3} s of CPU for a guest that ran {wall:.3} s of busy loop"
     );
 }
+
+/// `--create-user` picks the guest's own account tool instead of trying
+/// busybox's `adduser -D` first: on a Debian-shaped tree (shadow's
+/// `useradd`, and Debian's `adduser`, a Perl script that answers `-D` with
+/// its 35-line usage) no usage is printed. The tree is Alpine's with those
+/// two tools in Debian's shape: `adduser` starts `#!/usr/bin/perl` (here
+/// `/usr/bin/perl` runs the guest's shell, so the stand-in runs) and prints
+/// a usage for `-D` as Debian's does; each tool logs that it ran.
+#[test]
+fn create_user_uses_the_tool_the_guest_has() {
+    if !sandbox_ready("aarch64") {
+        return;
+    }
+    let server = MirrorServer::alpine();
+    let env = Env::new(&server.url);
+    let tar = mirror_dir().join("v3.20/releases/aarch64/alpine-minirootfs-3.20.3-aarch64.tar.gz");
+    ok(&env.run(&[
+        "fetch",
+        "aarch64@deb",
+        "--from",
+        tar.to_str().unwrap(),
+        "--quiet",
+    ]));
+    let shape = r#"set -e
+rm -f /usr/sbin/adduser
+printf '#!/bin/sh\nexec /bin/sh "$@"\n' > /usr/bin/perl; chmod 755 /usr/bin/perl
+cat > /usr/sbin/adduser <<'EOS'
+#!/usr/bin/perl
+case "$1" in -*) [ "$1" = --disabled-password ] || { i=0; while [ $i -lt 35 ]; do echo "adduser [--uid ID] ... Usage line $i"; i=$((i+1)); done; exit 1; };; esac
+while [ "$1" != -- ]; do shift; done; shift
+echo debian-adduser >> /tmp/log; exec busybox adduser -D "$1"
+EOS
+cat > /usr/sbin/useradd <<'EOS'
+#!/bin/sh
+[ "$1" = -m ] && [ "$2" = -- ] || { echo "useradd: bad arguments $*" >&2; exit 2; }
+echo useradd >> /tmp/log; exec busybox adduser -D "$3"
+EOS
+chmod 755 /usr/sbin/adduser /usr/sbin/useradd"#;
+    ok(&env.run(&["run", "aarch64@deb", "--", "sh", "-c", shape]));
+    let create = |user: &str| {
+        env.run(&[
+            "run",
+            "aarch64@deb",
+            "--user",
+            user,
+            "--create-user",
+            "--",
+            "sh",
+            "-c",
+            "id -un; cat /tmp/log",
+        ])
+    };
+    // Both tools: useradd, as on Debian.
+    let o = create("eve");
+    let e = stderr(&o);
+    assert_eq!(ok(&o), "eve\nuseradd\n", "{e}");
+    assert!(
+        !e.to_lowercase().contains("usage"),
+        "a usage was printed: {e}"
+    );
+    // Only Debian's adduser: its own options.
+    ok(&env.run(&[
+        "run",
+        "aarch64@deb",
+        "--",
+        "rm",
+        "/usr/sbin/useradd",
+        "/tmp/log",
+    ]));
+    let o = create("bob");
+    let e = stderr(&o);
+    assert_eq!(ok(&o), "bob\ndebian-adduser\n", "{e}");
+    assert!(
+        !e.to_lowercase().contains("usage"),
+        "a usage was printed: {e}"
+    );
+    // Alpine's busybox adduser.
+    let o = env.run(&[
+        "run",
+        "aarch64",
+        "--user",
+        "carol",
+        "--create-user",
+        "--",
+        "id",
+        "-un",
+    ]);
+    assert_eq!(ok(&o), "carol\n", "{}", stderr(&o));
+}

@@ -60,6 +60,47 @@ pub fn parse(arg: &str) -> Result<Wanted, String> {
     Ok(Wanted::Name(u.to_string()))
 }
 
+/// The account tools a guest may have, as found on its PATH.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adduser {
+    /// busybox's `adduser` (Alpine): `adduser -D NAME`.
+    Busybox,
+    /// Debian's `adduser`, a Perl script around `useradd`, whose options
+    /// are long ones (`-D` gets its 35-line usage).
+    Debian,
+}
+
+/// The command that creates user `name` with a home and no password, by
+/// the tools the guest has: shadow's `useradd` (Debian, Ubuntu, Fedora,
+/// Arch, Alpine with `shadow`), else busybox's or Debian's `adduser`.
+/// None if the guest has neither.
+pub fn add_user_command(
+    useradd: bool,
+    adduser: Option<Adduser>,
+    name: &str,
+) -> Option<Vec<String>> {
+    let v = |a: &[&str]| Some(a.iter().map(|s| s.to_string()).collect());
+    match (useradd, adduser) {
+        (true, _) => v(&["useradd", "-m", "--", name]),
+        (false, Some(Adduser::Busybox)) => v(&["adduser", "-D", name]),
+        (false, Some(Adduser::Debian)) => {
+            v(&["adduser", "--disabled-password", "--gecos", "", "--", name])
+        }
+        (false, None) => None,
+    }
+}
+
+/// Which `adduser` a file is, from its first bytes: Debian's is a Perl
+/// script; anything else (busybox's applet, a link to it) takes `-D`.
+pub fn adduser_kind(head: &[u8]) -> Adduser {
+    let first = head.split(|b| *b == b'\n').next().unwrap_or_default();
+    if first.starts_with(b"#!") && first.windows(4).any(|w| w == b"perl") {
+        Adduser::Debian
+    } else {
+        Adduser::Busybox
+    }
+}
+
 /// The ids and home the command runs with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resolved {
@@ -176,6 +217,31 @@ mod tests {
             })
         );
         assert!(parse("a/b").is_err());
+    }
+
+    #[test]
+    fn picks_the_guests_account_tool() {
+        assert_eq!(
+            adduser_kind(b"#! /usr/bin/perl\nuse strict;"),
+            Adduser::Debian
+        );
+        assert_eq!(adduser_kind(b"#!/usr/bin/perl -w\n"), Adduser::Debian);
+        assert_eq!(adduser_kind(b"\x7fELF\x02\x01"), Adduser::Busybox);
+        assert_eq!(adduser_kind(b"#!/bin/sh\n# perl"), Adduser::Busybox);
+        let c = |u, a| add_user_command(u, a, "eve").map(|v| v.join(" "));
+        assert_eq!(
+            c(true, Some(Adduser::Debian)).as_deref(),
+            Some("useradd -m -- eve")
+        );
+        assert_eq!(
+            c(false, Some(Adduser::Busybox)).as_deref(),
+            Some("adduser -D eve")
+        );
+        assert_eq!(
+            c(false, Some(Adduser::Debian)).as_deref(),
+            Some("adduser --disabled-password --gecos  -- eve")
+        );
+        assert_eq!(c(false, None), None);
     }
 
     #[test]

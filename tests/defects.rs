@@ -445,7 +445,7 @@ fn rootless_setuid_bits_follow_the_documented_rule() {
     if !sandbox_ready("aarch64") || !host_changes_allowed() {
         return;
     }
-    let user = unprivileged_user("xroot-suid", Some(400000));
+    let user = unprivileged_user("xroot-suid", Some(700000));
     let dir = user_tempdir(&user);
     let bin_dir = user_tempdir(&user);
     let x = public_bin(bin_dir.path());
@@ -529,13 +529,13 @@ fn rootless_setuid_bits_follow_the_documented_rule() {
         let m = std::fs::symlink_metadata(bin.join(f)).unwrap();
         (m.mode() & 0o7777, m.uid(), m.gid())
     };
-    // The host view: subordinate ids are 400000.. for guest ids 1..
+    // The host view: subordinate ids are 700000.. for guest ids 1..
     assert_eq!(stat("su"), (0o4755, user.uid, user.gid));
-    assert_eq!(stat("ping"), (0o4750, 400000 + 99, 400000 + 100));
-    assert_eq!(stat("wall"), (0o2755, user.uid, 400000 + 4));
+    assert_eq!(stat("ping"), (0o4750, 700000 + 99, 700000 + 100));
+    assert_eq!(stat("wall"), (0o2755, user.uid, 700000 + 4));
     assert_eq!(stat("alien"), (0o755, user.uid, user.gid));
     assert_eq!(stat("edge"), (0o755, user.uid, user.gid));
-    assert_eq!(stat("last"), (0o4755, 400000 + 65534, 400000 + 65534));
+    assert_eq!(stat("last"), (0o4755, 700000 + 65534, 700000 + 65534));
     // The store is private: nobody else can reach these files.
     let store = dir.path().join("store");
     assert_eq!(std::fs::metadata(&store).unwrap().mode() & 0o077, 0);

@@ -242,6 +242,28 @@ fn without_subordinate_ids_only_root_is_mapped_and_doctor_says_so() {
         text.contains("FIX   id map") && text.contains("--add-subuids"),
         "{text}"
     );
+    // The suggested range is no one's yet (issue #18: it always said
+    // 100000-165535, whoever had it).
+    let range = text
+        .split("--add-subuids ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .expect("a range in the fix");
+    let (a, b) = range.split_once('-').unwrap();
+    let (a, b): (u64, u64) = (a.parse().unwrap(), b.parse().unwrap());
+    assert_eq!(b - a + 1, 65536, "{range}");
+    for file in ["/etc/subuid", "/etc/subgid"] {
+        for l in std::fs::read_to_string(file).unwrap_or_default().lines() {
+            let f: Vec<u64> = l
+                .split(':')
+                .skip(1)
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            if let [s, n] = f[..] {
+                assert!(b < s || s + n <= a, "{range} overlaps {file}: {l}");
+            }
+        }
+    }
 }
 
 #[test]

@@ -4,8 +4,11 @@
 //! `cli` (parse) → `commands` (decide) → `specs`, `mirror`, `store`,
 //! `fetch`, `extract`, `binfmt`, `qemu`, `sandbox` → the OS.
 
-// xroot has its own C `main` (below) instead of Rust's runtime entry.
-#![cfg_attr(not(test), no_main)]
+// On glibc, xroot has its own C `main` (below) instead of Rust's runtime
+// entry. Only on glibc: std reads the arguments from glibc's start-up data
+// (`.init_array` gets argc/argv there), which musl does not give, so a
+// musl build with its own `main` saw no arguments at all.
+#![cfg_attr(all(not(test), target_env = "gnu"), no_main)]
 
 mod binfmt;
 mod cli;
@@ -37,8 +40,9 @@ use clap::Parser;
 /// that matter are kept: standard fds that are closed become /dev/null (so
 /// no file xroot opens can become "stdout"), and SIGPIPE is ignored (writes
 /// to a closed pipe return EPIPE). Arguments and environment need nothing:
-/// std reads them from libc's startup data.
-#[cfg(not(test))]
+/// std reads them from glibc's startup data (hence glibc only; elsewhere
+/// Rust's own entry, [`main`] below, runs).
+#[cfg(all(not(test), target_env = "gnu"))]
 #[no_mangle]
 pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
     sanitize_standard_fds();
@@ -47,8 +51,14 @@ pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) ->
     xroot_main()
 }
 
+/// Rust's runtime entry, where xroot has no C `main` of its own (musl).
+#[cfg(all(not(test), not(target_env = "gnu")))]
+fn main() {
+    xroot_main()
+}
+
 /// Opens /dev/null on each of fds 0, 1, 2 that is closed, as Rust's runtime does.
-#[cfg(not(test))]
+#[cfg(all(not(test), target_env = "gnu"))]
 fn sanitize_standard_fds() {
     let mut fds = [0, 1, 2].map(|fd| libc::pollfd {
         fd,

@@ -115,5 +115,5 @@ fn sha256_of(p: &Path) -> io::Result<String> {
     let mut f = File::open(p)?;
     let mut h = Sha256::new();
     io::copy(&mut f, &mut h)?;
-    Ok(crate::fetch::stream::hex(&h.finalize()))
+    Ok(hex::encode(h.finalize()))
 }

@@ -246,7 +246,7 @@ fn target<'c>(
             use sha2::Digest;
             format!(
                 "dir-{}",
-                crate::fetch::stream::hex(&sha2::Sha256::digest(root.as_os_str().as_bytes())[..8])
+                hex::encode(&sha2::Sha256::digest(root.as_os_str().as_bytes())[..8])
             )
         });
         return Ok((spec, root, lock));

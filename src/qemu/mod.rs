@@ -394,10 +394,7 @@ const CACHE_FORMAT: &str = "v2";
 fn cache_name(path_var: &str) -> String {
     use sha2::Digest;
     let h = sha2::Sha256::digest(path_var.as_bytes());
-    format!(
-        "qemu-{CACHE_FORMAT}-{}.tsv",
-        crate::fetch::stream::hex(&h[..8])
-    )
+    format!("qemu-{CACHE_FORMAT}-{}.tsv", hex::encode(&h[..8]))
 }
 
 /// How many per-`$PATH` qemu caches [`Finder::load_in`] keeps.

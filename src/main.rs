@@ -26,6 +26,8 @@ mod qemu;
 mod sandbox;
 mod specs;
 mod store;
+#[cfg(test)]
+mod test_support;
 mod ui;
 mod userns;
 mod validate;

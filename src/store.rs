@@ -355,14 +355,9 @@ impl Store {
     pub fn commit(&self, id: &RootfsId, staging: &Path) -> Result<()> {
         let dest = self.path_of(id);
         if dest.exists() {
-            nix::fcntl::renameat2(
-                None,
-                staging,
-                None,
-                &dest,
-                nix::fcntl::RenameFlags::RENAME_EXCHANGE,
-            )
-            .with_context(|| format!("swapping {} into {}", staging.display(), dest.display()))?;
+            exchange(staging, &dest).with_context(|| {
+                format!("swapping {} into {}", staging.display(), dest.display())
+            })?;
             // `staging` now holds the old tree.
             remove_tree(staging)
                 .with_context(|| format!("removing old tree {}", staging.display()))?;
@@ -457,6 +452,33 @@ pub fn apply_owners(
             Ok(())
         },
     )
+}
+
+/// Swaps two paths atomically (`renameat2(RENAME_EXCHANGE)`). The raw
+/// system call: nix wraps it for glibc only, and musl has no wrapper.
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
+    };
+    let (a, b) = (c(a)?, c(b)?);
+    // SAFETY: two NUL-terminated paths that outlive the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// Current time as RFC 3339 (UTC, seconds).

@@ -12,7 +12,20 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     about = "Step into a Linux system of another CPU architecture in one command"
 )]
 #[command(
-    after_help = "Examples:\n  xroot fetch aarch64\n  xroot shell s390x\n  xroot run riscv64 -- uname -m\n  xroot run ppc64le -- sh -c 'exit 7'"
+    after_help = "Examples:\n  xroot fetch aarch64\n  xroot shell s390x\n  xroot run riscv64 -- uname -m\n  xroot run ppc64le -- sh -c 'exit 7'",
+    after_long_help = "Examples:\n  xroot fetch aarch64\n  xroot shell s390x\n  xroot run riscv64 -- uname -m\n  xroot run ppc64le -- sh -c 'exit 7'\n\n\
+Environment (each also shown with its option in `xroot SUBCOMMAND --help`):\n  \
+XROOT_HOME                 the store [default: $XDG_DATA_HOME/xroot or ~/.local/share/xroot]\n  \
+XROOT_SPECS_DIR            your own arch specs [default: $XROOT_HOME/specs]\n  \
+XROOT_MIRROR               --mirror\n  \
+XROOT_TIMEOUT              --timeout\n  \
+XROOT_RETRIES              --retries\n  \
+XROOT_MAX_UNPACKED         --max-size\n  \
+XROOT_QEMU_PRELINK         --qemu-prelink\n  \
+XROOT_MULTIARCH            --multiarch\n  \
+XROOT_APK_REPOSITORIES     repositories for --packages (URLs or guest paths)\n  \
+XROOT_APK_ALLOW_UNTRUSTED  1: apk add --allow-untrusted (tests, local repositories)\n  \
+XROOT_TRACE                1: print where launch time goes"
 )]
 pub struct Cli {
     /// Print only errors and warnings.

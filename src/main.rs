@@ -85,10 +85,34 @@ fn sanitize_standard_fds() {
     }
 }
 
+/// Prints clap's message and exits with its status. Help and version as
+/// clap prints them; an error line by line through [`ui::escape`], since it
+/// quotes the offending value, which may hold control characters.
+#[cfg_attr(test, allow(dead_code))]
+fn parse_error(e: clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit()
+    }
+    let text = e.render().to_string();
+    for line in text.trim_end().split('\n') {
+        eprintln!("{}", ui::escape(line));
+    }
+    std::process::exit(e.exit_code())
+}
+
 #[cfg_attr(test, allow(dead_code))]
 fn xroot_main() -> ! {
     ui::trace("start");
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => parse_error(e),
+    };
     knobs::set(knobs::Knobs {
         timeout: std::time::Duration::from_secs_f64(cli.timeout),
         attempts: cli.retries,

@@ -38,6 +38,10 @@ fn invalid_user_env_and_hostname_values_are_refused_before_anything_happens() {
         assert_eq!(o.status.code(), Some(2), "{args:?} accepted: {err}");
         assert!(err.contains(want), "{args:?}: {err}");
         assert!(
+            !has_controls(&err),
+            "{args:?}: raw control characters: {err:?}"
+        );
+        assert!(
             !env.home().join("rootfs").exists() && !env.home().join("cache").exists(),
             "{args:?}: something was fetched before the arguments were checked"
         );

@@ -60,9 +60,13 @@ fn mutate(rng: &mut Rng, b: &mut Vec<u8>) {
     }
 }
 
-/// Calls `f` on `rounds` mutants of each seed (1-4 edits each).
+/// Calls `f` on `rounds` mutants of each seed (1-4 edits each), times
+/// `XROOT_FUZZ_SCALE` (default 1; raise it for a longer run, and set
+/// `XROOT_FUZZ_SEED` for other mutants).
 fn fuzz(seeds: &[&[u8]], rounds: usize, mut f: impl FnMut(&[u8])) {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
+    let rounds = rounds * env("XROOT_FUZZ_SCALE").unwrap_or(1).max(1) as usize;
+    let mut rng = Rng(env("XROOT_FUZZ_SEED").unwrap_or(0x9e37_79b9_7f4a_7c15) | 1);
     for seed in seeds {
         f(seed);
         for _ in 0..rounds {

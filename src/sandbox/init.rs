@@ -296,9 +296,9 @@ fn resolve(arg0: &CString, env: &[CString]) -> Option<PathBuf> {
 }
 
 /// Hands the command's status to xroot outside, then exits with it. xroot
-/// returns as soon as it has the status; the kernel's dismantling of our
-/// namespaces (killing leftover guest processes, unmounting two mount
-/// trees) then finishes without keeping the caller waiting.
+/// then waits until the kernel has dismantled our namespaces (killing
+/// leftover guest processes, unmounting two mount trees) and reaps us, so
+/// that our CPU time and the guest's reach xroot's caller (`sandbox::run`).
 fn report(status_fd: RawFd, code: i32) -> ! {
     // SAFETY: writing 4 bytes from a local to a pipe fd we own.
     unsafe { libc::write(status_fd, code.to_le_bytes().as_ptr().cast(), 4) };

@@ -728,3 +728,67 @@ chmod 755 /usr/sbin/adduser /usr/sbin/useradd"#;
     ]);
     assert_eq!(ok(&o), "carol\n", "{}", stderr(&o));
 }
+
+/// SIGKILL of xroot while it makes the store's qemu copy (a 13 MB
+/// temporary file, renamed into place once checked) left the temporary
+/// file for good. The next maker of that copy removes it.
+#[test]
+fn a_qemu_copy_killed_mid_way_is_cleaned_up_by_the_next_run() {
+    if !sandbox_ready("aarch64") {
+        return;
+    }
+    let server = MirrorServer::alpine();
+    let env = Env::new(&server.url);
+    ok(&env.run(&["fetch", "aarch64", "--quiet"]));
+    let qdir = env.home().join("qemu");
+    let temps = || -> Vec<String> {
+        std::fs::read_dir(&qdir)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with(".tmp-"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut killed_mid_copy = false;
+    for _ in 0..20 {
+        let _ = std::fs::remove_dir_all(&qdir);
+        let mut child = env
+            .cmd()
+            .args(["run", "aarch64", "--", "true"])
+            .spawn()
+            .unwrap();
+        let t = std::time::Instant::now();
+        while temps().is_empty() && t.elapsed() < std::time::Duration::from_secs(10) {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        if !temps().is_empty() {
+            killed_mid_copy = true;
+            break;
+        }
+    }
+    assert!(killed_mid_copy, "never caught xroot while it made the copy");
+    let left = temps();
+    ok(&env.run(&["run", "aarch64", "--", "true"]));
+    assert!(
+        temps().is_empty(),
+        "{left:?} left behind after the next run: {:?}",
+        temps()
+    );
+    let copies: Vec<_> = std::fs::read_dir(&qdir)
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("qemu-aarch64-static.")
+        })
+        .collect();
+    assert_eq!(copies.len(), 1, "the next run made the copy");
+}

@@ -12,12 +12,42 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     about = "Step into a Linux system of another CPU architecture in one command"
 )]
 #[command(
-    after_help = "Examples:\n  xroot fetch aarch64\n  xroot shell s390x\n  xroot run riscv64 -- uname -m\n  xroot run ppc64le -- sh -c 'exit 7'"
+    after_help = "Examples:\n  xroot fetch aarch64\n  xroot shell s390x\n  xroot run riscv64 -- uname -m\n  xroot run ppc64le -- sh -c 'exit 7'",
+    after_long_help = "Examples:\n  xroot fetch aarch64\n  xroot shell s390x\n  xroot run riscv64 -- uname -m\n  xroot run ppc64le -- sh -c 'exit 7'\n\n\
+Environment (each also shown with its option in `xroot SUBCOMMAND --help`):\n  \
+XROOT_HOME                 the store [default: $XDG_DATA_HOME/xroot or ~/.local/share/xroot]\n  \
+XROOT_SPECS_DIR            your own arch specs [default: $XROOT_HOME/specs]\n  \
+XROOT_MIRROR               --mirror\n  \
+XROOT_TIMEOUT              --timeout\n  \
+XROOT_RETRIES              --retries\n  \
+XROOT_MAX_UNPACKED         --max-size\n  \
+XROOT_QEMU_PRELINK         --qemu-prelink\n  \
+XROOT_MULTIARCH            --multiarch\n  \
+XROOT_APK_REPOSITORIES     repositories for --packages (URLs or guest paths)\n  \
+XROOT_APK_ALLOW_UNTRUSTED  1: apk add --allow-untrusted (tests, local repositories)\n  \
+XROOT_TRACE                1: print where launch time goes"
 )]
 pub struct Cli {
     /// Print only errors and warnings.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Give up on a connection, or on a read that stalls, after this many seconds.
+    #[arg(long, global = true, env = "XROOT_TIMEOUT", value_name = "SECONDS", default_value = "30",
+          value_parser = crate::validate::seconds, hide_short_help = true)]
+    pub timeout: f64,
+    /// Requests per download in all, retries of transient failures and
+    /// resumes of a cut body included (1: neither).
+    #[arg(long, global = true, env = "XROOT_RETRIES", value_name = "N", default_value = "3",
+          value_parser = crate::validate::attempts, hide_short_help = true)]
+    pub retries: u32,
+    /// Refuse to unpack an archive to more than this many bytes.
+    #[arg(long, global = true, env = "XROOT_MAX_UNPACKED", value_name = "BYTES",
+          default_value = "8589934592", value_parser = crate::validate::bytes, hide_short_help = true)]
+    pub max_size: u64,
+    /// Run guests on the store's prelinked copy of qemu (0: the system's qemu).
+    #[arg(long, global = true, env = "XROOT_QEMU_PRELINK", value_name = "1|0", default_value = "1",
+          value_parser = crate::validate::switch, hide_short_help = true)]
+    pub qemu_prelink: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -82,15 +112,12 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct SourceArgs {
-    /// Alpine mirror (http://, https:// or file://) [default: $XROOT_MIRROR or https://dl-cdn.alpinelinux.org/alpine]
-    #[arg(long, value_name = "URL")]
+    /// Alpine mirror (http://, https:// or file://) [default: https://dl-cdn.alpinelinux.org/alpine]
+    #[arg(long, value_name = "URL", env = "XROOT_MIRROR")]
     pub mirror: Option<String>,
     /// Alpine release branch, e.g. v3.20, edge [default: the arch's spec, usually latest-stable]
     #[arg(long)]
     pub branch: Option<String>,
-    /// Refuse to unpack more than this many bytes [default: $XROOT_MAX_UNPACKED or 8 GiB]
-    #[arg(long, value_name = "BYTES")]
-    pub max_size: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -108,10 +135,10 @@ pub struct FetchArgs {
     #[arg(long)]
     pub force: bool,
     /// Install this tarball (URL or file) instead of the arch's default source.
-    #[arg(long, value_name = "URL|FILE")]
+    #[arg(long, value_name = "URL|FILE", value_parser = crate::validate::from)]
     pub from: Option<String>,
     /// Expected sha256 of --from.
-    #[arg(long, value_name = "HEX", requires = "from")]
+    #[arg(long, value_name = "HEX", requires = "from", value_parser = crate::validate::sha256)]
     pub sha256: Option<String>,
     /// Install these Alpine packages (`apk add`) after unpacking; needs the
     /// network (the mirror option also sets /etc/apk/repositories).
@@ -177,10 +204,10 @@ pub struct GuestArgs {
     #[arg(long, value_name = "DIR")]
     pub workdir: Option<PathBuf>,
     /// Set an environment variable in the guest.
-    #[arg(long, value_name = "K=V")]
+    #[arg(long, value_name = "K=V", value_parser = crate::validate::env)]
     pub env: Vec<String>,
     /// Hostname inside the guest [default: xroot-ARCH].
-    #[arg(long)]
+    #[arg(long, value_parser = crate::validate::hostname)]
     pub hostname: Option<String>,
     /// Throwaway run: writes go to a tmpfs layer (overlayfs) and vanish at exit;
     /// the installed rootfs stays byte-for-byte unchanged.
@@ -197,7 +224,7 @@ pub struct GuestArgs {
     #[arg(long, value_enum, default_value_t = Dns::Host)]
     pub dns: Dns,
     /// Run as this guest user (NAME, UID or UID:GID), with its HOME.
-    #[arg(long, value_name = "NAME|UID[:GID]")]
+    #[arg(long, value_name = "NAME|UID[:GID]", value_parser = crate::validate::user)]
     pub user: Option<String>,
     /// Create the --user NAME in the guest if it does not exist.
     #[arg(long, requires = "user")]

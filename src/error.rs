@@ -54,3 +54,32 @@ pub fn hint_of(err: &anyhow::Error) -> Option<&str> {
         .find_map(|e| e.downcast_ref::<Hinted>())
         .map(|h| h.hint.as_str())
 }
+
+/// The OS error codes that say "out of space", not "bad input".
+const DISK_FULL: [i32; 2] = [libc::ENOSPC, libc::EDQUOT];
+
+/// Whether an I/O error means the disk (or the user's quota) is full.
+pub fn io_disk_full(e: &std::io::Error) -> bool {
+    e.raw_os_error().is_some_and(|c| DISK_FULL.contains(&c))
+}
+
+/// Whether an error chain holds an I/O error that is a condition of the
+/// machine at this moment (disk full, out of memory or processes, too many
+/// open files, interrupted), not a property of the input: worth trying
+/// again later, never worth recording as a verdict.
+pub fn is_transient_io(err: &anyhow::Error) -> bool {
+    const TRANSIENT: [i32; 7] = [
+        libc::ENOSPC,
+        libc::EDQUOT,
+        libc::ENOMEM,
+        libc::EAGAIN,
+        libc::EMFILE,
+        libc::ENFILE,
+        libc::EINTR,
+    ];
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+            .is_some_and(|c| TRANSIENT.contains(&c))
+    })
+}

@@ -355,14 +355,9 @@ impl Store {
     pub fn commit(&self, id: &RootfsId, staging: &Path) -> Result<()> {
         let dest = self.path_of(id);
         if dest.exists() {
-            nix::fcntl::renameat2(
-                None,
-                staging,
-                None,
-                &dest,
-                nix::fcntl::RenameFlags::RENAME_EXCHANGE,
-            )
-            .with_context(|| format!("swapping {} into {}", staging.display(), dest.display()))?;
+            exchange(staging, &dest).with_context(|| {
+                format!("swapping {} into {}", staging.display(), dest.display())
+            })?;
             // `staging` now holds the old tree.
             remove_tree(staging)
                 .with_context(|| format!("removing old tree {}", staging.display()))?;
@@ -436,21 +431,54 @@ pub fn apply_owners(
         &format!("setting file owners in {}", root.display()),
         &mut || {
             for o in owners {
-                if o.uid > limit.0 || o.gid > limit.1 {
-                    continue; // not representable with this map: stays the caller's
-                }
-                let p = root.join(&o.path);
-                std::os::unix::fs::lchown(&p, Some(o.uid as u32), Some(o.gid as u32))?;
-                let meta = fs::symlink_metadata(&p)?;
-                if !meta.file_type().is_symlink() {
-                    use std::os::unix::fs::PermissionsExt;
-                    // After chown: chown clears setuid/setgid.
-                    fs::set_permissions(&p, fs::Permissions::from_mode(o.mode))?;
-                }
+                // Ids 0..=count exist in the namespace (0 is the caller,
+                // 1..=count the subordinate range).
+                let (uid, gid, mut mode) = (o.uid, o.gid, o.mode);
+                let (uid, gid) = if uid <= limit.0 && gid <= limit.1 {
+                    (uid as u32, gid as u32)
+                } else {
+                    // Not representable with this map: the entry stays the
+                    // caller's (guest root), so a setuid/setgid bit would
+                    // make it a setuid-root program the archive never had.
+                    mode &= !0o6000;
+                    (0, 0)
+                };
+                // setuid/setgid bits are kept: the guest needs su, passwd,
+                // ping under its own ids, and on the host such a file is
+                // owned by the caller or one of the caller's subordinate
+                // ids, in a store only the caller can enter (0700).
+                crate::extract::set_owner_beneath(root, &o.path, uid, gid, mode)?;
             }
             Ok(())
         },
     )
+}
+
+/// Swaps two paths atomically (`renameat2(RENAME_EXCHANGE)`). The raw
+/// system call: nix wraps it for glibc only, and musl has no wrapper.
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
+    };
+    let (a, b) = (c(a)?, c(b)?);
+    // SAFETY: two NUL-terminated paths that outlive the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// Current time as RFC 3339 (UTC, seconds).

@@ -20,17 +20,17 @@ impl Ui {
         }
     }
 
-    /// A one-line status message.
+    /// A one-line status message (control characters escaped).
     pub fn info(&self, msg: impl AsRef<str>) {
         if !self.quiet {
-            eprintln!("xroot: {}", msg.as_ref());
+            eprintln!("xroot: {}", escape(msg.as_ref()));
         }
     }
 
     /// A warning is shown even with `--quiet`: it reports something the
-    /// user should act on.
+    /// user should act on. Control characters are escaped.
     pub fn warn(&self, msg: impl AsRef<str>) {
-        eprintln!("xroot: warning: {}", msg.as_ref());
+        eprintln!("xroot: warning: {}", escape(msg.as_ref()));
     }
 
     /// A byte-count progress bar (hidden unless stderr is a terminal).
@@ -51,6 +51,37 @@ impl Ui {
         pb.set_message(msg.to_string());
         Bar(Some(pb))
     }
+}
+
+/// Makes text from an untrusted source safe to print on a terminal.
+///
+/// Messages carry names and fields that archives, indexes, servers and
+/// guests choose: tar entry names, `version:` from an index, HTTP reason
+/// phrases, a redirect's `Location`. Printed raw, an escape sequence in
+/// one of them sets the terminal's title, erases lines, fakes output or
+/// (on some terminals) answers back as typed input. So every message and
+/// listing goes through this one function where it is printed (`main`'s
+/// error and hint, [`Ui::info`], [`Ui::warn`], `xroot list`): C0 controls
+/// (newline and tab too: no message of xroot spans lines), DEL, C1
+/// controls (U+0080-U+009F, e.g. the one-byte CSI) and the Unicode bidi
+/// overrides that reorder what is shown become visible `\xNN` / `\u{NNNN}`
+/// escapes. Everything else, UTF-8 included, is printed as is.
+pub fn escape(s: &str) -> std::borrow::Cow<'_, str> {
+    fn bad(c: char) -> bool {
+        c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    }
+    if !s.chars().any(bad) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            c if !bad(c) => out.push(c),
+            c if (c as u32) < 0x100 => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push_str(&format!("\\u{{{:04x}}}", c as u32)),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// The reader of xroot's standard output went away (`xroot list | head -1`).
@@ -163,5 +194,18 @@ pub fn trace(phase: &str) {
             t.elapsed().as_micros(),
             std::process::id()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn escapes_control_characters_only() {
+        use super::escape;
+        assert_eq!(escape("plain ünïcode ✓ text"), "plain ünïcode ✓ text");
+        assert_eq!(escape("\x1b]0;pwned\x07"), "\\x1b]0;pwned\\x07");
+        assert_eq!(escape("a\nb\rc\td\x08"), "a\\x0ab\\x0dc\\x09d\\x08");
+        assert_eq!(escape("\u{9b}2J\u{7f}"), "\\x9b2J\\x7f");
+        assert_eq!(escape("x\u{202e}y\u{2066}"), "x\\u{202e}y\\u{2066}");
     }
 }

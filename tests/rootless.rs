@@ -1,6 +1,8 @@
 //! Issue #3: xroot works for an ordinary user and leaves the host untouched.
 //! The test process is root (CI); xroot runs as unprivileged users with
-//! every privilege dropped by setpriv.
+//! every privilege dropped by setpriv. The tests create those users and
+//! rewrite their lines of /etc/subuid and /etc/subgid, so they run only
+//! with `XROOT_TEST_HOST=1` (see `common::host_changes_allowed`).
 
 mod common;
 use common::*;
@@ -84,6 +86,7 @@ impl Rootless {
 #[test]
 fn unprivileged_user_fetches_and_runs_leaving_host_untouched() {
     if !sandbox_ready("s390x")
+        || !host_changes_allowed()
         || !require(
             Path::new("/usr/bin/setpriv").exists(),
             "setpriv (util-linux)",
@@ -140,7 +143,7 @@ fn unprivileged_user_fetches_and_runs_leaving_host_untouched() {
 
 #[test]
 fn subordinate_ids_make_chown_work() {
-    if !sandbox_ready("aarch64") {
+    if !sandbox_ready("aarch64") || !host_changes_allowed() {
         return;
     }
     let server = MirrorServer::alpine();
@@ -171,7 +174,7 @@ fn subordinate_ids_make_chown_work() {
 /// the archive, subordinate-owned ones get their guest ids back.
 #[test]
 fn rootless_export_has_the_guests_owners() {
-    if !sandbox_ready("aarch64") {
+    if !sandbox_ready("aarch64") || !host_changes_allowed() {
         return;
     }
     let server = MirrorServer::alpine();
@@ -226,7 +229,7 @@ fn rootless_export_has_the_guests_owners() {
 
 #[test]
 fn without_subordinate_ids_only_root_is_mapped_and_doctor_says_so() {
-    if !sandbox_ready("aarch64") {
+    if !sandbox_ready("aarch64") || !host_changes_allowed() {
         return;
     }
     let server = MirrorServer::alpine();
@@ -242,11 +245,33 @@ fn without_subordinate_ids_only_root_is_mapped_and_doctor_says_so() {
         text.contains("FIX   id map") && text.contains("--add-subuids"),
         "{text}"
     );
+    // The suggested range is no one's yet (issue #18: it always said
+    // 100000-165535, whoever had it).
+    let range = text
+        .split("--add-subuids ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .expect("a range in the fix");
+    let (a, b) = range.split_once('-').unwrap();
+    let (a, b): (u64, u64) = (a.parse().unwrap(), b.parse().unwrap());
+    assert_eq!(b - a + 1, 65536, "{range}");
+    for file in ["/etc/subuid", "/etc/subgid"] {
+        for l in std::fs::read_to_string(file).unwrap_or_default().lines() {
+            let f: Vec<u64> = l
+                .split(':')
+                .skip(1)
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            if let [s, n] = f[..] {
+                assert!(b < s || s + n <= a, "{range} overlaps {file}: {l}");
+            }
+        }
+    }
 }
 
 #[test]
 fn host_mode_without_handler_names_the_fix() {
-    if !sandbox_ready("s390x") {
+    if !sandbox_ready("s390x") || !host_changes_allowed() {
         return;
     }
     // Simulates a kernel without private binfmt_misc: force the host's

@@ -365,7 +365,13 @@ fn status(ctx: &Ctx, arches: &[String], json: bool, qemu_override: Option<&Path>
             ),
             Some(h) => format!("{} UNFIT: {}", h.name, h.problems.join("; ")),
         };
-        outln!("{:<12} {:<8} {:<34} {}", r.arch, r.native, q, h);
+        outln!(
+            "{:<12} {:<8} {:<34} {}",
+            r.arch,
+            r.native,
+            crate::ui::escape(&q),
+            crate::ui::escape(&h)
+        );
     }
     Ok(0)
 }

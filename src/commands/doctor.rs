@@ -132,7 +132,17 @@ pub fn doctor(ctx: &Ctx, json: bool) -> Result<i32> {
         ),
     };
     let who = idmap::user_name(uid).unwrap_or_else(|| uid.to_string());
-    checks.push(check("id map", ok, detail, Some(format!("install uidmap (newuidmap/newgidmap) and add ranges: sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {who}"))));
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    // A range no one has yet: suggesting a fixed 100000-165535 gave the
+    // caller ids that may be another user's.
+    let fix = match idmap::free_range(&read("/etc/subuid"), &read("/etc/subgid"), 65536) {
+        Some(r) => {
+            let ids = format!("{}-{}", r.start, r.start + r.count - 1);
+            format!("install uidmap (newuidmap/newgidmap) and add ranges no one has yet: sudo usermod --add-subuids {ids} --add-subgids {ids} {who}")
+        }
+        None => "install uidmap (newuidmap/newgidmap) and give this user 65536 ids in /etc/subuid and /etc/subgid (no free range found: edit them by hand)".to_string(),
+    };
+    checks.push(check("id map", ok, detail, Some(fix)));
 
     let home = &ctx.store.home;
     let probe = home
@@ -165,10 +175,10 @@ pub fn doctor(ctx: &Ctx, json: bool) -> Result<i32> {
                 "{:<5} {:<22} {}",
                 if c.ok { "OK" } else { "FIX" },
                 c.name,
-                c.detail
+                crate::ui::escape(&c.detail)
             );
             if let Some(f) = &c.fix {
-                outln!("{:<28}→ {f}", "");
+                outln!("{:<28}→ {}", "", crate::ui::escape(f));
             }
         }
     }

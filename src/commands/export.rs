@@ -183,7 +183,7 @@ fn write_archive(
     let Hashing { inner, hash, bytes } = out;
     let f = inner.into_inner().map_err(|e| werr(e.into_error()))?;
     f.sync_all().map_err(werr)?;
-    Ok((bytes, crate::fetch::stream::hex(&hash.finalize()), report))
+    Ok((bytes, hex::encode(hash.finalize()), report))
 }
 
 /// Counts and hashes what goes to the file.

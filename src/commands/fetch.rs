@@ -133,28 +133,18 @@ pub fn request(id: RootfsId, s: &SourceArgs) -> Result<Request> {
         from: None,
         sha256: None,
         force: false,
-        limits: limits(s.max_size)?,
+        limits: limits()?,
         packages: Vec::new(),
         record_as: None,
     })
 }
 
-/// Extraction limits from `--max-size` or `$XROOT_MAX_UNPACKED`.
-pub fn limits(max_size: Option<u64>) -> Result<Limits> {
-    let mut l = Limits::default();
-    let env = std::env::var("XROOT_MAX_UNPACKED").ok();
-    if let Some(v) = max_size.or(match env {
-        Some(s) => Some(s.parse::<u64>().map_err(|_| {
-            hinted(
-                format!("XROOT_MAX_UNPACKED={s:?} is not a number of bytes"),
-                "set it to e.g. 8589934592",
-            )
-        })?),
-        None => None,
-    }) {
-        l.max_bytes = v;
-    }
-    Ok(l)
+/// Extraction limits from `--max-size` / `XROOT_MAX_UNPACKED` (see `knobs`).
+pub fn limits() -> Result<Limits> {
+    Ok(Limits {
+        max_bytes: crate::knobs::get().max_unpacked,
+        ..Limits::default()
+    })
 }
 
 /// A relative `--from` path is relative to where the user is.

@@ -91,10 +91,12 @@ pub fn list(ctx: &Ctx, json: bool) -> Result<()> {
             r.installed
                 .iter()
                 .map(|i| {
+                    // The version comes from the index or archive it was
+                    // fetched from: escaped, like every message.
                     if i.version.is_empty() {
                         i.id.clone()
                     } else {
-                        format!("{} ({})", i.id, i.version)
+                        format!("{} ({})", i.id, crate::ui::escape(&i.version))
                     }
                 })
                 .collect::<Vec<_>>()
@@ -102,8 +104,8 @@ pub fn list(ctx: &Ctx, json: bool) -> Result<()> {
         };
         outln!(
             "{:<12} {:<34} {:<9} {:<8} {}",
-            r.arch,
-            r.aliases.join(","),
+            crate::ui::escape(&r.arch),
+            crate::ui::escape(&r.aliases.join(",")),
             r.native,
             qemu,
             inst

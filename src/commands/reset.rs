@@ -54,7 +54,7 @@ pub fn reset(ctx: &Ctx, target: &str) -> Result<()> {
         from: Some(from),
         sha256: Some(m.sha256.clone()),
         force: true,
-        limits: super::fetch::limits(None)?,
+        limits: super::fetch::limits()?,
         packages: Vec::new(),
         record_as: Some(Origin {
             branch: m.branch.clone(),
@@ -115,5 +115,5 @@ fn sha256_of(p: &Path) -> io::Result<String> {
     let mut f = File::open(p)?;
     let mut h = Sha256::new();
     io::copy(&mut f, &mut h)?;
-    Ok(crate::fetch::stream::hex(&h.finalize()))
+    Ok(hex::encode(h.finalize()))
 }

@@ -44,7 +44,11 @@ pub fn run(ctx: &Ctx, arch: Option<String>, g: GuestArgs, cmd: Vec<String>) -> R
         cstrings(cmd.iter().map(String::as_str))?,
         IdMap::for_caller(),
     )
-    .hostname(checked_hostname(g.hostname.clone(), &spec.name)?)
+    .hostname(
+        g.hostname
+            .clone()
+            .unwrap_or_else(|| format!("xroot-{}", spec.name)),
+    )
     .binfmt(prepared.registrations, prepared.personality32);
     for (k, v) in [
         ("TERM", std::env::var("TERM").ok()),
@@ -55,7 +59,8 @@ pub fn run(ctx: &Ctx, arch: Option<String>, g: GuestArgs, cmd: Vec<String>) -> R
         }
     }
     for kv in &g.env {
-        let (k, v) = parse_env(kv)?;
+        // NAME=value, checked by the argument parser (`validate::env`).
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         b = b.env(k, v);
     }
     let home = if rootfs.join("root").is_dir() {
@@ -257,35 +262,6 @@ fn guest_nonempty_dir(rootfs: &Path, guest: &Path) -> bool {
     })
 }
 
-/// `--env K=V`: K must be a name (not empty, no `=`), and neither may hold NUL.
-fn parse_env(kv: &str) -> Result<(&str, &str)> {
-    match kv.split_once('=') {
-        Some((k, v)) if !k.is_empty() && !k.contains('\0') && !v.contains('\0') => Ok((k, v)),
-        _ => Err(hinted(
-            format!("--env {kv:?} is not NAME=value"),
-            "write it as --env NAME=value (the name cannot be empty)",
-        )),
-    }
-}
-
-/// The guest's hostname: `--hostname`, else `xroot-ARCH`. A hostname is
-/// 1-64 bytes of letters, digits, `-` and `.`, as sethostname expects.
-fn checked_hostname(h: Option<String>, arch: &str) -> Result<String> {
-    let h = h.unwrap_or_else(|| format!("xroot-{arch}"));
-    let ok = !h.is_empty()
-        && h.len() <= 64
-        && h.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.' || c == b'_');
-    if ok {
-        Ok(h)
-    } else {
-        Err(hinted(
-            format!("--hostname {h:?} is not a valid hostname"),
-            "use 1-64 letters, digits, '-', '_' or '.'",
-        ))
-    }
-}
-
 /// The spec and the root directory to run in, plus the name of its lock.
 fn target<'c>(
     ctx: &'c Ctx,
@@ -338,11 +314,15 @@ fn target<'c>(
                 ))
             }
         };
-        use sha2::Digest;
-        let lock = format!(
-            "dir-{}",
-            crate::fetch::stream::hex(&sha2::Sha256::digest(root.as_os_str().as_bytes())[..8])
-        );
+        // A tree of the store run by its path takes that tree's own lock,
+        // as `xroot run ARCH` does: `xroot rm` refuses, `fetch --force` waits.
+        let lock = store_tree_of(ctx, &root).unwrap_or_else(|| {
+            use sha2::Digest;
+            format!(
+                "dir-{}",
+                hex::encode(&sha2::Sha256::digest(root.as_os_str().as_bytes())[..8])
+            )
+        });
         return Ok((spec, root, lock));
     }
     let Some(arch) = arch else {
@@ -361,6 +341,14 @@ fn target<'c>(
     let root = installed.root();
     check_arch(&ctx.catalog, spec, &root).with_context(|| format!("checking {id}"))?;
     Ok((spec, root, id.dir_name()))
+}
+
+/// The store id (its directory and lock name) whose tree holds the
+/// canonical path `root`, if any.
+fn store_tree_of(ctx: &Ctx, root: &Path) -> Option<String> {
+    let trees = ctx.store.rootfs_dir().canonicalize().ok()?;
+    let id = root.strip_prefix(&trees).ok()?.components().next()?;
+    Some(id.as_os_str().to_str()?.to_string())
 }
 
 fn parse_bind(s: &str, readonly: bool) -> Result<Bind> {

@@ -39,12 +39,14 @@
 //! helpers they share.
 
 mod input;
+mod owners;
 mod place;
 mod remove;
 mod sys;
 #[cfg(test)]
 mod tests;
 
+pub use owners::set_owner_beneath;
 pub use remove::remove_tree;
 
 use std::cell::Cell;

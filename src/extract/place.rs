@@ -21,7 +21,8 @@ use super::sys::{is_type, lstat_at, open_owned, DIR};
 use super::{corrupt, is_file, normalize, refused, At, ExtractError, Options, OwnerRecord, Report};
 
 fn timespec(secs: u64) -> TimeSpec {
-    TimeSpec::new(libc::time_t::try_from(secs).unwrap_or(libc::time_t::MAX), 0)
+    // `as _`: time_t, whose width libc's musl bindings are changing.
+    TimeSpec::new(secs.min(i64::MAX as u64) as _, 0)
 }
 
 /// Sets owner (if any), then mode, then mtime on an open file or directory.

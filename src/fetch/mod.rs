@@ -82,8 +82,8 @@ struct Plan {
 
 /// The mirror from `--mirror`, else `$XROOT_MIRROR`, else Alpine's CDN.
 pub fn mirror_from(arg: Option<&str>) -> String {
-    arg.map(str::to_string)
-        .or_else(|| std::env::var("XROOT_MIRROR").ok().filter(|v| !v.is_empty()))
+    arg.filter(|a| !a.is_empty())
+        .map(str::to_string)
         .unwrap_or_else(|| DEFAULT_MIRROR.to_string())
         .trim_end_matches('/')
         .to_string()
@@ -103,6 +103,7 @@ pub fn fetch(
     if !req.force {
         if let Some(i) = store.get(&req.id)? {
             has_packages(&i, &req.packages)?;
+            same_source(&i, req)?;
             // A `fetch --force` killed mid-way left a staging dir: this
             // fetch stages nothing, so it cleans up instead.
             store.clean_stale_if_idle(&req.id);
@@ -123,6 +124,7 @@ pub fn fetch(
     if !req.force {
         if let Some(i) = store.get(&req.id)? {
             has_packages(&i, &req.packages)?;
+            same_source(&i, req)?;
             ui.info(format!(
                 "{} was installed meanwhile by another xroot",
                 req.id
@@ -148,7 +150,7 @@ pub fn install_locked(
     if !req.packages.is_empty() && hook.is_none() {
         bail!("internal error: packages requested without a way to install them");
     }
-    let cfg = transport::Config::from_env();
+    let cfg = transport::Config::from_knobs();
     let transport = transport::Transport::new(cfg.clone());
     let plan = resolve(&transport, spec, req, ui)?;
     let remote = transport::local_path(&plan.url).is_none();
@@ -200,6 +202,39 @@ fn has_packages(i: &Installed, packages: &[String]) -> Result<()> {
             packages.join(","),
             i.id,
             missing.join(" ")
+        ),
+    ))
+}
+
+/// An installed rootfs satisfies `--from X [--sha256 Y]` only if it came
+/// from X (and has digest Y): exiting 0 without looking at them would let
+/// the user believe X is what they now run.
+fn same_source(i: &Installed, req: &Request) -> Result<()> {
+    let Some(from) = &req.from else {
+        return Ok(());
+    };
+    let m = &i.manifest;
+    let other_file = &m.source != from;
+    let other_digest = req
+        .sha256
+        .as_ref()
+        .is_some_and(|h| !h.eq_ignore_ascii_case(&m.sha256));
+    if !other_file && !other_digest {
+        return Ok(());
+    }
+    let what = if other_file {
+        format!("from {}", m.source)
+    } else {
+        format!("with sha256 {}", m.sha256)
+    };
+    Err(hinted(
+        format!(
+            "{} is already installed {what}; not replacing it with {from}",
+            i.id
+        ),
+        format!(
+            "replace it: xroot fetch {} --from {from} --force (or keep both: xroot fetch {}@NAME --from {from})",
+            i.id, i.id.arch
         ),
     ))
 }
@@ -452,7 +487,7 @@ fn install(
             cleanup();
             return Err(hinted(
                 format!("unpacking {}: {e}", plan.url),
-                extract_hint(&e),
+                extract_hint(&e, &store.home),
             ));
         }
         None => {
@@ -537,9 +572,21 @@ fn install(
 /// failed (see `install`). Real rootfs tarballs are a few MiB.
 const DRAIN_AFTER_ERROR: u64 = 16 << 20;
 
-fn extract_hint(e: &extract::ExtractError) -> String {
+fn extract_hint(e: &extract::ExtractError, home: &Path) -> String {
     let s = e.to_string();
-    if s.contains("limit") {
+    let full = match e {
+        extract::ExtractError::Io { err, .. } | extract::ExtractError::Corrupt { err, .. } => {
+            crate::error::io_disk_full(err)
+        }
+        _ => false,
+    };
+    if full {
+        // Not the archive's fault: the archive verified, the disk said no.
+        format!(
+            "disk full at {}: free some space (df -h {0}) and fetch again; nothing was installed",
+            home.display()
+        )
+    } else if s.contains("limit") {
         "raise the limit with --max-size BYTES (or XROOT_MAX_UNPACKED) if this archive is legitimate".into()
     } else {
         "the archive is damaged or hostile; nothing was installed".into()

@@ -4,7 +4,7 @@
 
 use std::io::{self, Read};
 
-use super::transport::{content_length, transient, Attempts, Warn};
+use super::transport::{call, content_length, transient, Attempts, Warn};
 
 /// What a first response (`200`) tells about resuming its body.
 #[derive(Debug, Clone)]
@@ -229,14 +229,12 @@ impl Resuming {
                 self.attempts.max()
             ));
             std::thread::sleep(delay);
-            let mut req = self
-                .agent
-                .get(&self.from.url)
-                .set("Range", &format!("bytes={at}-"));
+            let range = format!("bytes={at}-");
+            let mut headers = vec![("Range", range.as_str())];
             if let Some(v) = &self.from.if_range {
-                req = req.set("If-Range", v);
+                headers.push(("If-Range", v));
             }
-            match req.call() {
+            match call(&self.agent, &self.from.url, &headers) {
                 Ok(resp) => {
                     if let Some(why) = self.from.refuses(&resp, at) {
                         return Err(refused(&cause, why));

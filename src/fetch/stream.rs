@@ -76,8 +76,8 @@ impl<'a> Tee<'a> {
     /// (sha256, sha512) as lowercase hex.
     pub fn finish(self) -> (String, Option<String>) {
         (
-            hex(&self.sha256.finalize()),
-            self.sha512.map(|h| hex(&h.finalize())),
+            hex::encode(self.sha256.finalize()),
+            self.sha512.map(|h| hex::encode(h.finalize())),
         )
     }
 }
@@ -111,10 +111,6 @@ impl Read for Tee<'_> {
         self.bar.inc(n as u64);
         Ok(n)
     }
-}
-
-pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Compression detected from the first bytes.

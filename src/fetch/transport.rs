@@ -40,23 +40,15 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Defaults, overridden by `XROOT_TIMEOUT` (seconds) and `XROOT_RETRIES`.
-    pub fn from_env() -> Config {
-        let mut c = Config::default();
-        if let Some(t) = std::env::var("XROOT_TIMEOUT")
-            .ok()
-            .and_then(|v| v.parse::<f64>().ok())
-            .filter(|t| *t > 0.0)
-        {
-            c.timeout = Duration::from_secs_f64(t);
+    /// From `--timeout` / `XROOT_TIMEOUT` and `--retries` / `XROOT_RETRIES`
+    /// (see `knobs`).
+    pub fn from_knobs() -> Config {
+        let k = crate::knobs::get();
+        Config {
+            timeout: k.timeout,
+            attempts: k.attempts.max(1),
+            ..Config::default()
         }
-        if let Some(n) = std::env::var("XROOT_RETRIES")
-            .ok()
-            .and_then(|v| v.parse::<u32>().ok())
-        {
-            c.attempts = n.max(1);
-        }
-        c
     }
 }
 
@@ -128,7 +120,8 @@ impl Transport {
         let agent = ureq::AgentBuilder::new()
             .timeout_connect(cfg.timeout)
             .timeout_read(cfg.timeout)
-            .redirects(8)
+            // Redirects are followed by `call` (below), which checks them.
+            .redirects(0)
             .user_agent(concat!("xroot/", env!("CARGO_PKG_VERSION")))
             .build();
         Transport { agent, cfg }
@@ -186,7 +179,7 @@ impl Transport {
             ));
         }
         loop {
-            match self.agent.get(url).call() {
+            match call(&self.agent, url, &[]) {
                 Ok(resp) => return Ok(resp),
                 Err(e) => {
                     if transient(&e) {
@@ -269,9 +262,95 @@ pub(super) fn content_length(resp: &ureq::Response) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// Redirects followed per request, as curl's `--max-redirs` would.
+const MAX_REDIRECTS: usize = 8;
+
+/// Why a request failed: ureq's error, or a redirect xroot refuses.
+#[derive(Debug)]
+pub(super) enum Failure {
+    Ureq(Box<ureq::Error>),
+    /// A redirect to something that is not an `http(s)://` URL with a host.
+    BadRedirect {
+        to: String,
+        why: String,
+    },
+    TooManyRedirects,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Ureq(e) => e.fmt(f),
+            Failure::BadRedirect { to, why } => {
+                write!(f, "redirected to {}: {why}", crate::ui::escape(to))
+            }
+            Failure::TooManyRedirects => write!(f, "more than {MAX_REDIRECTS} redirects"),
+        }
+    }
+}
+
+/// GET `url` with `headers`, following redirects itself. ureq 2 would
+/// follow them too, but it panics (abort, exit 134) on a redirect to a URL
+/// without a host (`file:///etc/passwd`, `gopher:/x`): so the agent follows
+/// none, and each `Location` is resolved and checked here first: only
+/// `http://` and `https://` URLs with a host are followed.
+pub(super) fn call(
+    agent: &ureq::Agent,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Result<ureq::Response, Failure> {
+    let mut current = url.to_string();
+    for _ in 0..=MAX_REDIRECTS {
+        let mut req = agent.get(&current);
+        for (k, v) in headers {
+            req = req.set(k, v);
+        }
+        let resp = req.call().map_err(|e| Failure::Ureq(Box::new(e)))?;
+        if !(300..400).contains(&resp.status()) {
+            return Ok(resp);
+        }
+        // Any other 3xx, or one without a Location that ureq can read (a
+        // header with control characters), has no body worth reading.
+        let location = match resp.header("Location") {
+            Some(l) if matches!(resp.status(), 301 | 302 | 303 | 307 | 308) => l,
+            _ => {
+                return Err(Failure::BadRedirect {
+                    to: "nowhere".into(),
+                    why: format!("HTTP {} without a usable Location header", resp.status()),
+                })
+            }
+        };
+        current =
+            redirect_target(resp.get_url(), location).map_err(|why| Failure::BadRedirect {
+                to: location.to_string(),
+                why,
+            })?;
+    }
+    Err(Failure::TooManyRedirects)
+}
+
+/// The URL a `Location` header sends `base` to, if xroot follows it.
+fn redirect_target(base: &str, location: &str) -> Result<String, String> {
+    let base = url::Url::parse(base).map_err(|e| e.to_string())?;
+    let to = base.join(location.trim()).map_err(|e| e.to_string())?;
+    if !matches!(to.scheme(), "http" | "https") {
+        return Err(format!(
+            "not an http:// or https:// URL (scheme {:?})",
+            to.scheme()
+        ));
+    }
+    if to.host_str().map_or(true, str::is_empty) {
+        return Err("the URL has no host".into());
+    }
+    Ok(to.into())
+}
+
 /// Whether trying the same request again may help.
-pub(super) fn transient(e: &ureq::Error) -> bool {
-    match e {
+pub(super) fn transient(e: &Failure) -> bool {
+    let Failure::Ureq(e) = e else {
+        return false;
+    };
+    match &**e {
         ureq::Error::Status(code, _) => *code >= 500 || *code == 429 || *code == 408,
         ureq::Error::Transport(t) => !matches!(
             t.kind(),
@@ -284,11 +363,26 @@ pub(super) fn transient(e: &ureq::Error) -> bool {
     }
 }
 
-fn describe(url: &str, e: ureq::Error, attempts: u32) -> anyhow::Error {
+fn describe(url: &str, e: Failure, attempts: u32) -> anyhow::Error {
     let tries = if attempts > 1 {
         format!(" (after {attempts} attempts)")
     } else {
         String::new()
+    };
+    let e = match e {
+        Failure::Ureq(e) => *e,
+        Failure::TooManyRedirects => {
+            return hinted(
+                format!("GET {url}: {e}{tries}"),
+                "the server redirects in a loop; use another --mirror",
+            )
+        }
+        Failure::BadRedirect { .. } => {
+            return hinted(
+                format!("GET {url}: {e}"),
+                "a mirror may only redirect to http:// or https:// URLs; use another --mirror",
+            )
+        }
     };
     match e {
         ureq::Error::Status(code, resp) => {
@@ -326,6 +420,34 @@ fn describe(url: &str, e: ureq::Error, attempts: u32) -> anyhow::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redirects_are_checked() {
+        let b = "http://m.example/a/b";
+        assert_eq!(
+            redirect_target(b, "c").as_deref(),
+            Ok("http://m.example/a/c")
+        );
+        assert_eq!(
+            redirect_target(b, "https://x.example/y").as_deref(),
+            Ok("https://x.example/y")
+        );
+        assert_eq!(
+            redirect_target(b, "//o.example/z").as_deref(),
+            Ok("http://o.example/z")
+        );
+        for bad in [
+            "file:///etc/passwd",
+            "gopher:/x",
+            "ftp://example.com/x",
+            "data:x",
+            "http://[::1",
+            "http://",
+            "javascript:alert(1)",
+        ] {
+            assert!(redirect_target(b, bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn local_paths() {

@@ -5,7 +5,10 @@
 //! upgraded qemu gets a new copy and the old one is removed. A copy is used
 //! only after it has been run and printed the same `-version` as the
 //! original; a binary that cannot be prelinked or whose copy misbehaves is
-//! recorded (`NAME.unusable`, with the reason) and used as it is.
+//! recorded (`NAME.unusable`, with the reason) and used as it is; a
+//! failure of the machine rather than of the binary (disk full, out of
+//! memory) is not recorded, so a later launch tries again. Temporary files
+//! of a maker that was killed are removed by the next maker of that copy.
 //!
 //! Copies serve only the guest's private binfmt_misc handlers. A host
 //! handler (`xroot binfmt install`) is global and keeps the system's qemu.
@@ -27,9 +30,9 @@ const BASE_LOW: u64 = 0x5555_5555_4000;
 /// randomisation of that base (`mmap_rnd_bits` = 28).
 const RANDOM_PAGES: u64 = 1 << 28;
 
-/// Whether guests run on copies (`XROOT_QEMU_PRELINK=0` says no).
+/// Whether guests run on copies (`--qemu-prelink 0` / `XROOT_QEMU_PRELINK=0` say no).
 fn enabled() -> bool {
-    !std::env::var_os("XROOT_QEMU_PRELINK").is_some_and(|v| v == "0")
+    crate::knobs::get().qemu_prelink
 }
 
 /// The binary a guest's binfmt handler should run for `qemu`: its
@@ -74,6 +77,9 @@ pub fn for_guest(store: &Store, qemu: &Path) -> PathBuf {
     if let Some(p) = decided() {
         return p;
     }
+    // Under the lock no one else makes this copy: a temporary file of it
+    // is what a killed maker left (13 MB each; nothing else removes them).
+    remove_stale_temps(&dir, &name);
     let made = fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -82,7 +88,7 @@ pub fn for_guest(store: &Store, qemu: &Path) -> PathBuf {
         .and_then(|_| {
             // A copy whose seal is broken (tampered with) goes first.
             let _ = fs::remove_file(&copy);
-            make(&dir, qemu, &copy)
+            make(&dir, qemu, &copy, &name)
         })
         .and_then(|_| {
             let m = fs::symlink_metadata(&copy)
@@ -94,6 +100,12 @@ pub fn for_guest(store: &Store, qemu: &Path) -> PathBuf {
             prune(&dir, qemu, &name);
             crate::ui::trace("qemu copy made");
             copy
+        }
+        Err(e) if crate::error::is_transient_io(&e) => {
+            // Disk full, out of memory or processes: says nothing about
+            // this qemu. Not recorded, so a later launch tries again.
+            crate::ui::trace(&format!("qemu copy not made this time: {e:#}"));
+            qemu.to_path_buf()
         }
         Err(e) => {
             // Recorded, so the next launch does not try again; shown by
@@ -155,7 +167,7 @@ fn copy_name(qemu: &Path) -> Option<String> {
 }
 
 /// Writes, checks and publishes the copy of `qemu` at `copy`.
-fn make(dir: &Path, qemu: &Path, copy: &Path) -> Result<()> {
+fn make(dir: &Path, qemu: &Path, copy: &Path, name: &str) -> Result<()> {
     let file = fs::File::open(qemu).with_context(|| format!("opening {}", qemu.display()))?;
     // Mapped, not read: only the pages the prelinker looks at (headers,
     // relocations, the data they patch; ~5 of qemu's 13 MB) are touched.
@@ -168,7 +180,7 @@ fn make(dir: &Path, qemu: &Path, copy: &Path) -> Result<()> {
     drop(original);
     // Written under a name of our own, then renamed: a concurrent launch
     // sees the whole copy or none, and so does one after a crash.
-    let tmp = dir.join(format!(".tmp-{}", std::process::id()));
+    let tmp = dir.join(format!(".tmp-{name}-{}", std::process::id()));
     let result = (|| {
         // The kernel copies the bytes (copy_file_range); the changes go on top.
         fs::copy(qemu, &tmp)
@@ -193,6 +205,40 @@ fn make(dir: &Path, qemu: &Path, copy: &Path) -> Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Removes `.tmp-NAME-PID` files of copy `name` that no live process is
+/// writing: made by another pid that is gone, or older than an hour (a
+/// pid may be reused). Called with the copy's lock held, so no live maker
+/// of this copy exists but us; the pid check is for the case where the
+/// lock could not be taken.
+fn remove_stale_temps(dir: &Path, name: &str) {
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    let prefix = format!(".tmp-{name}-");
+    for e in rd.flatten() {
+        let file = e.file_name();
+        let Some(pid) = file
+            .to_str()
+            .and_then(|f| f.strip_prefix(&prefix))
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let gone = pid != std::process::id() as i32
+            && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+                == Err(nix::errno::Errno::ESRCH);
+        if gone || older_than_an_hour(&e) {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
+fn older_than_an_hour(e: &fs::DirEntry) -> bool {
+    e.metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age.as_secs() > 3600)
 }
 
 /// What `qemu -version` prints (its first line).
@@ -222,13 +268,7 @@ fn prune(dir: &Path, qemu: &Path, keep: &str) {
         let name = e.file_name();
         let Some(name) = name.to_str() else { continue };
         if name.starts_with(".tmp-") {
-            let stale = e
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age.as_secs() > 3600);
-            if stale {
+            if older_than_an_hour(&e) {
                 let _ = fs::remove_file(e.path());
             }
             continue;

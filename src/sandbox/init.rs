@@ -228,27 +228,57 @@ fn switch_user(wanted: &user::Wanted, create: bool) -> user::Resolved {
     u
 }
 
-/// Runs the guest's own `adduser -D NAME` (busybox/Alpine; `useradd -m`
-/// elsewhere) and waits for it.
+/// Creates user `name` with the guest's own tool, chosen by what the guest
+/// has (see [`user::add_user_command`]) rather than by trying one and
+/// falling back: Debian's `adduser` answers busybox's `-D` with 35 lines of
+/// usage. The tool's output is shown only if it fails.
 fn add_user(name: &str) {
-    let status = std::process::Command::new("/bin/sh")
-        .args([
-            "-c",
-            "adduser -D \"$1\" 2>/dev/null || useradd -m \"$1\"",
-            "sh",
-            name,
-        ])
-        .env_clear()
-        .env(
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        )
-        .status();
-    if !status.is_ok_and(|s| s.success()) {
+    const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+    let find = |tool: &str| {
+        PATH.split(':').map(|d| Path::new(d).join(tool)).find(|p| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    };
+    let adduser = find("adduser").map(|p| {
+        let mut head = [0u8; 128];
+        let n = std::fs::File::open(&p)
+            .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+            .unwrap_or(0);
+        user::adduser_kind(&head[..n])
+    });
+    let Some(argv) = user::add_user_command(find("useradd").is_some(), adduser, name) else {
         die_child(
             125,
-            &format!("creating user {name} in the guest failed (adduser -D / useradd -m)"),
+            &format!("cannot create user {name}: the guest has neither useradd nor adduser"),
         );
+    };
+    let out = std::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .env_clear()
+        .env("PATH", PATH)
+        .stdin(std::process::Stdio::null())
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => {
+            let text = String::from_utf8_lossy(if o.stderr.is_empty() {
+                &o.stdout
+            } else {
+                &o.stderr
+            });
+            let last: Vec<&str> = text.lines().rev().take(3).collect();
+            die_child(
+                125,
+                &format!(
+                    "creating user {name} in the guest failed ({}, {}): {}",
+                    argv.join(" "),
+                    o.status,
+                    last.into_iter().rev().collect::<Vec<_>>().join(" / ")
+                ),
+            );
+        }
+        Err(e) => die_child(125, &format!("cannot run {} in the guest: {e}", argv[0])),
     }
 }
 
@@ -273,9 +303,9 @@ fn resolve(arg0: &CString, env: &[CString]) -> Option<PathBuf> {
 }
 
 /// Hands the command's status to xroot outside, then exits with it. xroot
-/// returns as soon as it has the status; the kernel's dismantling of our
-/// namespaces (killing leftover guest processes, unmounting two mount
-/// trees) then finishes without keeping the caller waiting.
+/// then waits until the kernel has dismantled our namespaces (killing
+/// leftover guest processes, unmounting two mount trees) and reaps us, so
+/// that our CPU time and the guest's reach xroot's caller (`sandbox::run`).
 fn report(status_fd: RawFd, code: i32) -> ! {
     // SAFETY: writing 4 bytes from a local to a pipe fd we own.
     unsafe { libc::write(status_fd, code.to_le_bytes().as_ptr().cast(), 4) };
@@ -286,7 +316,7 @@ fn report(status_fd: RawFd, code: i32) -> ! {
 /// may share PID 1's memory (see `userns::spawn_exec`), where `exit` would
 /// run PID 1's exit handlers and thread-local destructors.
 fn die_child(code: i32, msg: &str) -> ! {
-    eprintln!("xroot: error: {msg}");
+    eprintln!("xroot: error: {}", crate::ui::escape(msg));
     // SAFETY: leaving at once, without exit handlers.
     unsafe { libc::_exit(code) }
 }
@@ -294,6 +324,6 @@ fn die_child(code: i32, msg: &str) -> ! {
 /// Reports a failure inside the sandbox and exits. 125: xroot's own setup
 /// failed; 126/127: the command could not be run (as in a shell).
 pub fn die(code: i32, msg: &str) -> ! {
-    eprintln!("xroot: error: {msg}");
+    eprintln!("xroot: error: {}", crate::ui::escape(msg));
     std::process::exit(code)
 }

@@ -19,20 +19,31 @@ impl std::fmt::Display for Wanted {
     }
 }
 
+/// The largest valid uid or gid. `(uid_t)-1` (4294967295) is not an id:
+/// to setresuid/setresgid it means "leave unchanged", so accepting it would
+/// run the command as whoever the sandbox's init is (root).
+const MAX_ID: u32 = u32::MAX - 1;
+
+/// A decimal id in `0..=MAX_ID`, or why not.
+fn parse_id(s: &str, what: &str, arg: &str) -> Result<u32, String> {
+    match s.parse::<u64>() {
+        Ok(n) if n <= u64::from(MAX_ID) => Ok(n as u32),
+        Ok(_) => Err(format!(
+            "--user {arg}: {what} {s} is not a valid id (ids go from 0 to {MAX_ID})"
+        )),
+        Err(_) => Err(format!("--user {arg}: {what} {s:?} is not a number")),
+    }
+}
+
 /// `NAME`, `UID` or `UID:GID`.
 pub fn parse(arg: &str) -> Result<Wanted, String> {
     let (u, g) = match arg.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (arg, None),
     };
-    if let Ok(uid) = u.parse::<u32>() {
-        let gid = match g {
-            Some(g) => Some(
-                g.parse::<u32>()
-                    .map_err(|_| format!("--user {arg}: GID {g:?} is not a number"))?,
-            ),
-            None => None,
-        };
+    if !u.is_empty() && u.bytes().all(|b| b.is_ascii_digit()) {
+        let uid = parse_id(u, "UID", arg)?;
+        let gid = g.map(|g| parse_id(g, "GID", arg)).transpose()?;
         return Ok(Wanted::Id { uid, gid });
     }
     if g.is_some() {
@@ -47,6 +58,47 @@ pub fn parse(arg: &str) -> Result<Wanted, String> {
         return Err(format!("--user {arg:?} is not a valid user name"));
     }
     Ok(Wanted::Name(u.to_string()))
+}
+
+/// The account tools a guest may have, as found on its PATH.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adduser {
+    /// busybox's `adduser` (Alpine): `adduser -D NAME`.
+    Busybox,
+    /// Debian's `adduser`, a Perl script around `useradd`, whose options
+    /// are long ones (`-D` gets its 35-line usage).
+    Debian,
+}
+
+/// The command that creates user `name` with a home and no password, by
+/// the tools the guest has: shadow's `useradd` (Debian, Ubuntu, Fedora,
+/// Arch, Alpine with `shadow`), else busybox's or Debian's `adduser`.
+/// None if the guest has neither.
+pub fn add_user_command(
+    useradd: bool,
+    adduser: Option<Adduser>,
+    name: &str,
+) -> Option<Vec<String>> {
+    let v = |a: &[&str]| Some(a.iter().map(|s| s.to_string()).collect());
+    match (useradd, adduser) {
+        (true, _) => v(&["useradd", "-m", "--", name]),
+        (false, Some(Adduser::Busybox)) => v(&["adduser", "-D", name]),
+        (false, Some(Adduser::Debian)) => {
+            v(&["adduser", "--disabled-password", "--gecos", "", "--", name])
+        }
+        (false, None) => None,
+    }
+}
+
+/// Which `adduser` a file is, from its first bytes: Debian's is a Perl
+/// script; anything else (busybox's applet, a link to it) takes `-D`.
+pub fn adduser_kind(head: &[u8]) -> Adduser {
+    let first = head.split(|b| *b == b'\n').next().unwrap_or_default();
+    if first.starts_with(b"#!") && first.windows(4).any(|w| w == b"perl") {
+        Adduser::Debian
+    } else {
+        Adduser::Busybox
+    }
 }
 
 /// The ids and home the command runs with.
@@ -76,7 +128,9 @@ pub fn resolve(w: &Wanted, passwd: &str, group: &str) -> Option<Resolved> {
     });
     let mut found = None;
     for (name, uid, gid, home) in entries {
-        let (Some(uid), Some(gid)) = (uid, gid) else {
+        // An entry with (uid_t)-1 would mean "no change" to setresuid.
+        let (Some(uid), Some(gid)) = (uid.filter(|u| *u <= MAX_ID), gid.filter(|g| *g <= MAX_ID))
+        else {
             continue;
         };
         let hit = match w {
@@ -148,7 +202,46 @@ mod tests {
         assert!(parse("alice:x").is_err());
         assert!(parse("1000:x").is_err());
         assert!(parse("-rf").is_err());
+        // (uid_t)-1 means "no change" to setresuid: never an id.
+        assert!(parse("4294967295").is_err());
+        assert!(parse("65534:4294967295").is_err());
+        assert!(parse("4294967296").is_err());
+        assert!(parse("99999999999999999999999").is_err());
+        assert!(parse("1000:").is_err());
+        assert!(parse("+5").is_err());
+        assert_eq!(
+            parse("4294967294:0"),
+            Ok(Wanted::Id {
+                uid: 4294967294,
+                gid: Some(0)
+            })
+        );
         assert!(parse("a/b").is_err());
+    }
+
+    #[test]
+    fn picks_the_guests_account_tool() {
+        assert_eq!(
+            adduser_kind(b"#! /usr/bin/perl\nuse strict;"),
+            Adduser::Debian
+        );
+        assert_eq!(adduser_kind(b"#!/usr/bin/perl -w\n"), Adduser::Debian);
+        assert_eq!(adduser_kind(b"\x7fELF\x02\x01"), Adduser::Busybox);
+        assert_eq!(adduser_kind(b"#!/bin/sh\n# perl"), Adduser::Busybox);
+        let c = |u, a| add_user_command(u, a, "eve").map(|v| v.join(" "));
+        assert_eq!(
+            c(true, Some(Adduser::Debian)).as_deref(),
+            Some("useradd -m -- eve")
+        );
+        assert_eq!(
+            c(false, Some(Adduser::Busybox)).as_deref(),
+            Some("adduser -D eve")
+        );
+        assert_eq!(
+            c(false, Some(Adduser::Debian)).as_deref(),
+            Some("adduser --disabled-password --gecos  -- eve")
+        );
+        assert_eq!(c(false, None), None);
     }
 
     #[test]

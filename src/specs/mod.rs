@@ -6,7 +6,7 @@
 //! alias resolution, ELF-header matching. Nothing here touches the OS, so
 //! all of it is unit tested. The format is documented in `docs/spec-format.md`.
 
-mod schema;
+pub(crate) mod schema;
 
 use anyhow::{Context, Result};
 

@@ -232,6 +232,41 @@ pub fn find_range(text: &str, uid: u32, name: Option<&str>) -> Option<Range> {
     })
 }
 
+/// A range of `count` ids that no line of `/etc/subuid` nor of
+/// `/etc/subgid` (their texts) already gives anyone, for `xroot doctor` to
+/// suggest: the lowest `100000 + k * 65536` (where `useradd` starts, in its
+/// steps), below 2^32 - 1 (`(uid_t)-1` is no id). None if all are taken.
+pub fn free_range(subuid: &str, subgid: &str, count: u64) -> Option<Range> {
+    const FIRST: u64 = 100_000;
+    const STEP: u64 = 65_536;
+    let taken: Vec<(u64, u64)> = subuid
+        .lines()
+        .chain(subgid.lines())
+        .filter_map(|l| {
+            let mut f = l.trim().split(':');
+            let _who = f.next()?;
+            let start: u64 = f.next()?.trim().parse().ok()?;
+            let n: u64 = f.next()?.trim().parse().ok()?;
+            Some((start, start.saturating_add(n)))
+        })
+        .collect();
+    let mut start = FIRST;
+    while start + count <= u64::from(u32::MAX) {
+        let end = start + count;
+        match taken
+            .iter()
+            .filter(|(s, e)| *s < end && start < *e)
+            .map(|(_, e)| *e)
+            .max()
+        {
+            None => return Some(Range { start, count }),
+            // Past the last range in the way, on the next step.
+            Some(e) => start = FIRST + (e - FIRST).div_ceil(STEP) * STEP,
+        }
+    }
+    None
+}
+
 /// The login name of `uid`: from /etc/passwd, else from `getent` (LDAP,
 /// sssd, systemd-homed users).
 ///
@@ -278,6 +313,31 @@ pub fn which(tool: &str) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn free_ranges_avoid_every_taken_one() {
+        let r = |uid: &str, gid: &str| free_range(uid, gid, 65536).map(|r| r.start);
+        assert_eq!(r("", ""), Some(100000));
+        // 100000-165535 is another user's: the next step.
+        assert_eq!(r("alice:100000:65536\n", ""), Some(165536));
+        // Taken in subgid only counts too; ranges off the grid are stepped over.
+        assert_eq!(r("alice:100000:65536\n", "bob:165536:10\n"), Some(231072));
+        assert_eq!(r("x:150000:1\n", ""), Some(165536));
+        assert_eq!(r("x:0:100000\n", ""), Some(100000));
+        // Junk lines are ignored; a huge range pushes past itself.
+        assert_eq!(r("junk\n#c\nx:100000:1000000\n", ""), Some(1_148_576));
+        assert_eq!(r("x:100000:4294900000\n", ""), None);
+        // The tests' own store of ranges on this kind of machine.
+        let t = "xroot-test:200000:65536\nxroot-sub:300000:65536\nxroot-bound:400000:65536\n";
+        let got = free_range(t, t, 65536).unwrap();
+        for l in t.lines() {
+            let f: Vec<u64> = l.split(':').skip(1).map(|x| x.parse().unwrap()).collect();
+            assert!(
+                got.start + got.count <= f[0] || f[0] + f[1] <= got.start,
+                "{got:?} overlaps {l}"
+            );
+        }
+    }
 
     #[test]
     fn ranges() {

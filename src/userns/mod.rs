@@ -223,7 +223,10 @@ pub fn run_as_root(
                 Some(match f() {
                     Ok(()) => 0,
                     Err(e) => {
-                        eprintln!("xroot: error: {what}: {e}");
+                        eprintln!(
+                            "xroot: error: {}",
+                            crate::ui::escape(&format!("{what}: {e}"))
+                        );
                         1
                     }
                 })

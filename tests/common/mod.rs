@@ -37,8 +37,12 @@ pub fn ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
-/// Checks a prerequisite: Ok under CI panics with `what`; locally it
-/// prints a skip notice and returns false.
+/// Checks a prerequisite: missing under CI, the test fails (panics with
+/// `what`); locally it says so and returns false, and the caller returns.
+///
+/// The notice is written to the process's stderr directly, not through
+/// `eprintln!`, which libtest captures and throws away for a passing test:
+/// so `cargo test` shows `SKIPPED test_name: what` next to the test's `ok`.
 pub fn require(ok: bool, what: &str) -> bool {
     if ok {
         return true;
@@ -46,8 +50,25 @@ pub fn require(ok: bool, what: &str) -> bool {
     if ci() {
         panic!("prerequisite missing under CI: {what}");
     }
-    eprintln!("SKIPPED (not CI): {what}");
+    use std::io::Write;
+    let test = thread::current().name().unwrap_or("?").to_string();
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test} (not run, not CI): {what}"
+    );
     false
+}
+
+/// Tests that change the host (create users, rewrite /etc/subuid and
+/// /etc/subgid, register host binfmt_misc handlers) run only when asked
+/// with `XROOT_TEST_HOST=1` (`.ci/run` sets it), so that `cargo test` on a
+/// developer's machine leaves it alone. Otherwise a visible skip (a
+/// failure under CI, where the switch must be set).
+pub fn host_changes_allowed() -> bool {
+    require(
+        std::env::var("XROOT_TEST_HOST").is_ok_and(|v| v == "1"),
+        "this test changes the host (users, /etc/subuid, binfmt handlers): set XROOT_TEST_HOST=1 to run it",
+    )
 }
 
 pub fn is_root() -> bool {

@@ -127,17 +127,20 @@ fn refused_reason(res: Result<Report, ExtractError>) -> String {
     }
 }
 
-const ALPINE: &str =
-    "/work/shared/alpine-mirror/v3.20/releases/aarch64/alpine-minirootfs-3.20.3-aarch64.tar.gz";
+const ALPINE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../shared/alpine-mirror/v3.20/releases/aarch64/alpine-minirootfs-3.20.3-aarch64.tar.gz"
+);
 
 #[test]
 fn real_alpine_minirootfs() {
+    use crate::test_support::require;
     let Ok(gz) = fs::read(ALPINE) else {
-        eprintln!("skipping: {ALPINE} not present");
+        require(false, &format!("{ALPINE} (../shared from the project)"));
         return;
     };
     for chown in [false, true] {
-        if chown && !is_root() {
+        if chown && !require(is_root(), "root, for the chown half of this test") {
             continue;
         }
         let sb = Sandbox::new();

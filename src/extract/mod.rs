@@ -58,7 +58,6 @@ mod tests;
 
 pub use remove::remove_tree;
 
-
 use std::cell::Cell;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;

@@ -125,7 +125,10 @@ impl<'a> Extractor<'a> {
     /// Applies a whiteout entry `rel` (`DIR/.wh.NAME` or `DIR/.wh..wh..opq`).
     /// Returns false if `rel` is not a whiteout.
     fn whiteout(&mut self, rel: &Path) -> Result<bool, ExtractError> {
-        let Some(name) = rel.file_name().and_then(|n| n.as_bytes().strip_prefix(b".wh.")) else {
+        let Some(name) = rel
+            .file_name()
+            .and_then(|n| n.as_bytes().strip_prefix(b".wh."))
+        else {
             return Ok(false);
         };
         if name.is_empty() || name == b"." || name == b".." {

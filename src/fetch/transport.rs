@@ -176,6 +176,30 @@ impl Transport {
         })
     }
 
+    /// The HTTP agent (its timeouts and user agent), for requests that need
+    /// headers of their own (the registry client); send them with [`call`](Self::call).
+    pub fn agent(&self) -> &ureq::Agent {
+        &self.agent
+    }
+
+    /// Sends `req`, retrying transient failures (connection errors, 5xx,
+    /// 429) within a fresh attempt budget. An HTTP error status is returned
+    /// as is, for the caller to act on (a registry's 401 asks for a token).
+    // ureq's own error type, unboxed: callers match on its status.
+    #[allow(clippy::result_large_err)]
+    pub fn call(&self, req: &ureq::Request) -> Result<ureq::Response, ureq::Error> {
+        let attempts = Attempts::new(&self.cfg);
+        loop {
+            match req.clone().call() {
+                Err(e) if transient(&e) => match attempts.next() {
+                    Some((_, delay)) => std::thread::sleep(delay),
+                    None => return Err(e),
+                },
+                res => return res,
+            }
+        }
+    }
+
     /// GET `url` (http or https), retrying transient failures while
     /// `attempts` allows.
     fn request(&self, url: &str, attempts: &Attempts) -> Result<ureq::Response> {

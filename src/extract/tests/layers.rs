@@ -51,10 +51,7 @@ fn whiteouts_delete_lower_entries_only() {
 #[test]
 fn a_file_replaces_a_lower_directory() {
     let sb = Sandbox::new();
-    let lower = Tar::new()
-        .dir("d/", 0o755)
-        .file("d/a", 0o644, b"x")
-        .bytes();
+    let lower = Tar::new().dir("d/", 0o755).file("d/a", 0o644, b"x").bytes();
     let upper = Tar::new().file("d", 0o644, b"now a file").bytes();
     apply(&sb, &[lower, upper]).unwrap();
     assert_eq!(fs::read(sb.p("d")).unwrap(), b"now a file");

@@ -1,0 +1,1 @@
+//! Writing a tree out as a container image (`xroot export --format oci`).

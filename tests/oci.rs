@@ -1,0 +1,237 @@
+//! Container images in and out (issue #17), against real parts: the
+//! reference registry (`docker-registry`) on 127.0.0.1, images built from
+//! the shared Alpine tarballs and pushed as one multi-platform index with
+//! `skopeo copy --all`, the real `xroot` binary pulling them.
+
+mod common;
+
+use std::path::Path;
+
+use common::oci::{build_layout, Built, Registry, ARCHES};
+use common::{ok, stderr, Env};
+
+/// ELF `e_machine` of a file (big- or little-endian, by its header).
+fn machine(p: &Path) -> u16 {
+    let h = std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    assert_eq!(&h[..4], b"\x7fELF", "{} is not ELF", p.display());
+    let b = [h[18], h[19]];
+    if h[5] == 2 {
+        u16::from_be_bytes(b)
+    } else {
+        u16::from_le_bytes(b)
+    }
+}
+
+/// A registry holding `alpine:3.20` for every arch in `ARCHES`.
+fn registry_with_alpine() -> Option<(Registry, Built, tempfile::TempDir)> {
+    let reg = Registry::start()?;
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("layout");
+    let built = build_layout(&layout, "3.20", true);
+    reg.push(&layout, "3.20", "xroot/alpine");
+    Some((reg, built, dir))
+}
+
+fn manifest_of(env: &Env, id: &str) -> String {
+    std::fs::read_to_string(env.home().join("rootfs").join(id).join("manifest.toml")).unwrap()
+}
+
+#[test]
+fn pull_chooses_the_platform_and_applies_whiteouts() {
+    let Some((reg, built, _d)) = registry_with_alpine() else {
+        return;
+    };
+    let env = Env::new("http://127.0.0.1:1");
+    let image = format!("docker://{}/xroot/alpine:3.20", reg.host);
+    for (i, (arch, em)) in [
+        ("s390x", 22u16),
+        ("aarch64", 183),
+        ("riscv64", 243),
+        ("armv7", 40),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let o = env.run(&["fetch", arch, "--from", &image]);
+        ok(&o);
+        let id = format!("{arch}@alpine-3.20");
+        let root = env.rootfs(&id);
+        // The right platform: the tree's busybox is for this arch.
+        assert_eq!(machine(&root.join("bin/busybox")), em, "{arch}");
+        let want = ARCHES.iter().position(|a| a.alpine == arch).unwrap();
+        let m = manifest_of(&env, &id);
+        assert!(m.contains(&built.images[want].0), "{arch}: {m}");
+        // Whiteouts: /etc/motd deleted, /etc/apk opaque (only the new
+        // layer's file left), the rest of the lower layer untouched.
+        assert!(!root.join("etc/motd").exists());
+        assert_eq!(
+            std::fs::read_to_string(root.join("etc/apk/arch")).unwrap(),
+            "overlaid\n"
+        );
+        let apk: Vec<_> = std::fs::read_dir(root.join("etc/apk")).unwrap().collect();
+        assert_eq!(apk.len(), 1, "{arch}: /etc/apk is not opaque");
+        assert!(!root.join("etc/.wh.motd").exists());
+        assert!(root.join("etc/os-release").exists());
+        assert_eq!(
+            std::fs::read_to_string(root.join("etc/xroot-layer")).unwrap(),
+            "second layer\n"
+        );
+        // The shared top layer was downloaded once, for the first arch.
+        assert_eq!(reg.blob_gets(&built.top_layer), 1, "after {i} pulls");
+    }
+    // `xroot list` shows the digest the tag resolved to.
+    let list = ok(&env.run(&["list"]));
+    assert!(
+        list.contains(&format!("s390x@alpine-3.20 ({})", &built.images[1].0[..19])),
+        "{list}"
+    );
+}
+
+#[test]
+fn a_re_pull_downloads_only_new_layers_and_a_digest_pins_the_image() {
+    let Some((reg, built, _d)) = registry_with_alpine() else {
+        return;
+    };
+    let env = Env::new("http://127.0.0.1:1");
+    let (manifest, base) = &built.images[0];
+    let image = format!("docker://{}/xroot/alpine:3.20", reg.host);
+    ok(&env.run(&["fetch", "aarch64", "--from", &image]));
+    assert_eq!(reg.blob_gets(base), 1);
+    // Again, replacing it: every layer from the cache.
+    let o = env.run(&["fetch", "aarch64", "--from", &image, "--force"]);
+    ok(&o);
+    assert!(
+        stderr(&o).contains("2 layers, 2 from the layer cache"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(reg.blob_gets(base), 1);
+    assert_eq!(reg.blob_gets(&built.top_layer), 1);
+    // By digest, under another name: the same image, nothing downloaded.
+    let pinned = format!("docker://{}/xroot/alpine@{manifest}", reg.host);
+    ok(&env.run(&["fetch", "aarch64@pinned", "--from", &pinned]));
+    assert!(manifest_of(&env, "aarch64@pinned").contains(manifest.as_str()));
+    assert_eq!(reg.blob_gets(base), 1);
+    // A digest the registry does not have: refused, nothing installed.
+    let missing = format!(
+        "docker://{}/xroot/alpine@sha256:{}",
+        reg.host,
+        "0".repeat(64)
+    );
+    let o = env.run(&["fetch", "aarch64@missing", "--from", &missing]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("has no image"), "{}", stderr(&o));
+    assert!(!env.home().join("rootfs/aarch64@missing").exists());
+    // No platform for the arch: a clear error listing what there is.
+    let o = env.run(&["fetch", "x86_64", "--from", &image]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("no image for x86_64 (linux/amd64)") && e.contains("linux/s390x"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_tampered_blob_is_refused_and_nothing_is_installed() {
+    let Some((reg, built, _d)) = registry_with_alpine() else {
+        return;
+    };
+    let env = Env::new("http://127.0.0.1:1");
+    // Flip one byte in the middle of riscv64's base layer, in the
+    // registry's own storage (same size, so only the digest tells).
+    let (_, base) = &built.images[2];
+    let file = reg.blob_file(base);
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    std::fs::write(&file, &bytes).unwrap();
+    let image = format!("docker://{}/xroot/alpine:3.20", reg.host);
+    let o = env.run(&["fetch", "riscv64", "--from", &image]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains(&format!(
+            "expected {} bytes with digest {base}",
+            bytes.len()
+        )) || e.contains("digest"),
+        "{e}"
+    );
+    assert!(e.contains("nothing was installed"), "{e}");
+    assert!(!env.home().join("rootfs/riscv64@alpine-3.20").exists());
+    let tmp: Vec<_> = std::fs::read_dir(env.home().join("tmp")).unwrap().collect();
+    assert!(tmp.is_empty(), "staging left behind: {tmp:?}");
+    let cached = env
+        .home()
+        .join("cache/oci/blobs/sha256")
+        .join(base.trim_start_matches("sha256:"));
+    assert!(!cached.exists(), "a bad layer went into the cache");
+}
+
+#[test]
+fn local_layouts_and_archives() {
+    if !common::require(
+        common::oci::have("skopeo"),
+        "skopeo (apt-get install skopeo)",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("layout");
+    let built = build_layout(&layout, "3.20", true);
+    // Docker's formats have no zstd layers: a gzip-only layout for those.
+    let gz_layout = dir.path().join("gz");
+    build_layout(&gz_layout, "3.20", false);
+    let env = Env::new("http://127.0.0.1:1");
+    ok(&env.run(&[
+        "fetch",
+        "s390x",
+        "--from",
+        &format!("oci:{}:3.20", layout.display()),
+    ]));
+    assert!(manifest_of(&env, "s390x@layout-3.20").contains(&built.images[1].0));
+    assert!(!env.rootfs("s390x@layout-3.20").join("etc/motd").exists());
+    // The same as an oci-archive and a docker-archive, made by skopeo.
+    for (transport, file) in [("oci-archive", "img.tar"), ("docker-archive", "docker.tar")] {
+        let out = dir.path().join(file);
+        let o = std::process::Command::new("skopeo")
+            .args(["copy", "--quiet", "--override-arch", "riscv64"])
+            .arg(format!("oci:{}:3.20", gz_layout.display()))
+            .arg(format!("{transport}:{}", out.display()))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let o = env.run(&[
+            "fetch",
+            "riscv64",
+            "--from",
+            &format!("{transport}:{}", out.display()),
+        ]);
+        ok(&o);
+        let stem = file.trim_end_matches(".tar");
+        let root = env.rootfs(&format!("riscv64@{stem}"));
+        assert_eq!(machine(&root.join("bin/busybox")), 243);
+        assert_eq!(
+            std::fs::read_to_string(root.join("etc/apk/arch")).unwrap(),
+            "overlaid\n"
+        );
+    }
+    // Not an image: clear errors.
+    let o = env.run(&[
+        "fetch",
+        "s390x",
+        "--from",
+        &format!("oci:{}", dir.path().display()),
+    ]);
+    assert!(
+        stderr(&o).contains("not an OCI image layout"),
+        "{}",
+        stderr(&o)
+    );
+    let o = env.run(&["fetch", "s390x", "--from", "docker://UPPER/case"]);
+    assert!(
+        stderr(&o).contains("not a repository name"),
+        "{}",
+        stderr(&o)
+    );
+}

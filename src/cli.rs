@@ -61,12 +61,17 @@ pub enum Command {
         target: String,
     },
     /// Write an installed rootfs to a tarball (.tar, .tar.gz, .tar.xz,
-    /// .tar.zst by extension), importable elsewhere with `fetch --from`.
+    /// .tar.zst by extension), importable elsewhere with `fetch --from`,
+    /// or as a container image (`--format oci`: `podman load -i FILE`).
     Export {
         /// ARCH or ARCH@NAME.
         target: String,
         /// Output file.
         file: PathBuf,
+        /// tar: a tarball, compressed by FILE's extension; oci: an OCI image
+        /// archive (oci-archive); docker-archive: as `docker save` writes.
+        #[arg(long, value_enum, default_value = "tar")]
+        format: ExportFormat,
     },
     /// Print a shell completion script.
     Completions {
@@ -119,6 +124,14 @@ pub struct FetchArgs {
     pub packages: Vec<String>,
     #[command(flatten)]
     pub binfmt: BinfmtArgs,
+}
+
+/// What `xroot export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    Tar,
+    Oci,
+    DockerArchive,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -235,3 +235,180 @@ fn local_layouts_and_archives() {
         stderr(&o)
     );
 }
+
+/// Runs a tool, asserting success; returns stdout.
+fn tool(program: &str, args: &[&str]) -> String {
+    let o = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {program}: {e}"));
+    assert!(
+        o.status.success(),
+        "{program} {args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn an_exported_tree_loads_in_skopeo_umoci_podman_and_a_registry() {
+    let Some(reg) = Registry::start() else {
+        return;
+    };
+    if !common::require(
+        common::oci::have("umoci") && common::oci::have("podman"),
+        "umoci and podman (apt-get install umoci podman)",
+    ) {
+        return;
+    }
+    let server = common::MirrorServer::alpine();
+    let env = Env::new(&server.url);
+    ok(&env.run(&["fetch", "s390x"]));
+    // What a user would have done in the tree: a file, a symlink, a hard link.
+    let root = env.rootfs("s390x");
+    std::fs::write(root.join("etc/prepared"), "by xroot\n").unwrap();
+    std::os::unix::fs::symlink("/etc/prepared", root.join("etc/prepared-link")).unwrap();
+    std::fs::hard_link(root.join("etc/prepared"), root.join("etc/prepared-hard")).unwrap();
+    let out = env.dir.path();
+    let img = out.join("image.tar");
+    let img_s = img.display().to_string();
+    let o = env.run(&["export", "s390x", &img_s, "--format", "oci"]);
+    ok(&o);
+    assert!(stderr(&o).contains("podman load -i"), "{}", stderr(&o));
+    // The platform is in the config.
+    let config = tool(
+        "skopeo",
+        &["inspect", "--config", &format!("oci-archive:{img_s}")],
+    );
+    let config: serde_json::Value = serde_json::from_str(&config).unwrap();
+    assert_eq!(config["architecture"], "s390x");
+    assert_eq!(config["os"], "linux");
+    // skopeo reads it into a layout, umoci unpacks that: the same files.
+    let layout = out.join("layout");
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            "--quiet",
+            &format!("oci-archive:{img_s}"),
+            &format!("oci:{}:t", layout.display()),
+        ],
+    );
+    let bundle = out.join("bundle");
+    tool(
+        "umoci",
+        &[
+            "unpack",
+            "--image",
+            &format!("{}:t", layout.display()),
+            &bundle.display().to_string(),
+        ],
+    );
+    let unpacked = bundle.join("rootfs");
+    for f in [
+        "etc/prepared",
+        "etc/os-release",
+        "bin/busybox",
+        "etc/apk/world",
+    ] {
+        assert_eq!(
+            std::fs::read(unpacked.join(f)).unwrap(),
+            std::fs::read(root.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_link(unpacked.join("etc/prepared-link")).unwrap(),
+        Path::new("/etc/prepared")
+    );
+    assert_eq!(
+        std::fs::read_link(unpacked.join("bin/sh")).unwrap(),
+        Path::new("/bin/busybox")
+    );
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(unpacked.join("etc/prepared-hard"))
+            .unwrap()
+            .ino(),
+        std::fs::metadata(unpacked.join("etc/prepared"))
+            .unwrap()
+            .ino()
+    );
+    // Pushed with skopeo, pulled back with xroot.
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            &format!("oci-archive:{img_s}"),
+            &format!("docker://{}/exported:1", reg.host),
+        ],
+    );
+    ok(&env.run(&[
+        "fetch",
+        "s390x",
+        "--from",
+        &format!("docker://{}/exported:1", reg.host),
+    ]));
+    assert_eq!(
+        std::fs::read_to_string(env.rootfs("s390x@exported-1").join("etc/prepared")).unwrap(),
+        "by xroot\n"
+    );
+    // podman loads both formats (a store of its own in the temp dir).
+    let docker = out.join("docker.tar");
+    let docker_s = docker.display().to_string();
+    ok(&env.run(&["export", "s390x", &docker_s, "--format", "docker-archive"]));
+    let podman_root = out.join("podman");
+    let podman = |args: &[&str]| {
+        let mut all = vec![
+            "--root".to_string(),
+            podman_root.join("root").display().to_string(),
+            "--runroot".to_string(),
+            podman_root.join("run").display().to_string(),
+            "--storage-driver".to_string(),
+            "vfs".to_string(),
+        ];
+        all.extend(args.iter().map(|s| s.to_string()));
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        tool("podman", &all)
+    };
+    for file in [&img_s, &docker_s] {
+        let loaded = podman(&["load", "-i", file]);
+        assert!(loaded.contains("localhost/xroot/s390x:latest"), "{loaded}");
+        let arch = podman(&[
+            "image",
+            "inspect",
+            "--format",
+            "{{.Architecture}}",
+            "localhost/xroot/s390x:latest",
+        ]);
+        assert_eq!(arch.trim(), "s390x");
+        podman(&["rmi", "localhost/xroot/s390x:latest"]);
+    }
+    // And xroot imports its own docker-archive.
+    ok(&env.run(&[
+        "fetch",
+        "s390x@back",
+        "--from",
+        &format!("docker-archive:{docker_s}"),
+    ]));
+    assert!(env
+        .rootfs("s390x@back")
+        .join("etc/prepared-link")
+        .is_symlink());
+    // An arch without a container platform is refused with a clear error.
+    let o = env.run(&[
+        "export",
+        "ppc",
+        &out.join("x.tar").display().to_string(),
+        "--format",
+        "oci",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("ppc has no container image platform"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -77,8 +77,9 @@ fn swapping_directories_and_symlinks_during_export_leaks_no_host_file() {
         }
         let _stop = Stop(&stop);
         // Export again and again for a bounded time.
-        let deadline = Instant::now() + Duration::from_secs(8);
-        while Instant::now() < deadline {
+        // (8 seconds, and at least 3 exports however slow the machine.)
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(8) || exported + refused < 3 {
             let o = env.run(&["export", "aarch64", &out_s]);
             if o.status.success() {
                 exported += 1;
@@ -99,7 +100,6 @@ fn swapping_directories_and_symlinks_during_export_leaks_no_host_file() {
         }
     });
     eprintln!("{exported} exports, {refused} refused for a swap");
-    assert!(exported + refused >= 3);
 }
 
 /// Makes `depth` nested directories `dd` under `dir` (relative to fds: the

@@ -107,6 +107,15 @@ fn a_re_pull_downloads_only_new_layers_and_a_digest_pins_the_image() {
     );
     assert_eq!(reg.blob_gets(base), 1);
     assert_eq!(reg.blob_gets(&built.top_layer), 1);
+    // `reset` puts back the image installed (by its digest), from the cache.
+    let root = env.rootfs("aarch64@alpine-3.20");
+    std::fs::write(root.join("etc/os-release"), "changed").unwrap();
+    ok(&env.run(&["reset", "aarch64@alpine-3.20"]));
+    assert!(std::fs::read_to_string(root.join("etc/os-release"))
+        .unwrap()
+        .contains("Alpine"));
+    assert!(manifest_of(&env, "aarch64@alpine-3.20").contains(manifest.as_str()));
+    assert_eq!(reg.blob_gets(base), 1);
     // By digest, under another name: the same image, nothing downloaded.
     let pinned = format!("docker://{}/xroot/alpine@{manifest}", reg.host);
     ok(&env.run(&["fetch", "aarch64@pinned", "--from", &pinned]));
@@ -216,6 +225,41 @@ fn local_layouts_and_archives() {
             "overlaid\n"
         );
     }
+    // An image whose /etc is a symlink to a host directory: refused, and
+    // nothing is created there (the mount points are made from fds).
+    let host = tempfile::tempdir().unwrap();
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_size(0);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_cksum();
+    b.append_data(&mut h, ".wh.etc", &[][..]).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    h.set_mode(0o777);
+    h.set_uid(0);
+    h.set_gid(0);
+    b.append_link(&mut h, "etc", host.path()).unwrap();
+    let evil = dir.path().join("evil");
+    common::oci::build_layout_with(&evil, "1", &b.into_inner().unwrap(), false);
+    let o = env.run(&[
+        "fetch",
+        "s390x",
+        "--from",
+        &format!("oci:{}:1", evil.display()),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("/etc is not a directory"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(std::fs::read_dir(host.path()).unwrap().count(), 0);
+    assert!(!env.home().join("rootfs/s390x@evil-1").exists());
     // Not an image: clear errors.
     let o = env.run(&[
         "fetch",

@@ -16,7 +16,7 @@ mod resume;
 pub mod stream;
 pub mod transport;
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -739,17 +739,48 @@ pub fn shell_header(root: &Path) -> Option<(PathBuf, Vec<u8>)> {
 
 /// Creates what the sandbox mounts onto, so that entering the rootfs later
 /// never has to change it: `/etc/resolv.conf` (Alpine's minirootfs has
-/// none) and the `proc`, `sys`, `dev`, `tmp` directories.
+/// none) and the `proc`, `sys`, `dev`, `tmp` directories. Relative to the
+/// root's fd, never through a symlink the archive or image planted (an
+/// `/etc` that is a link to a host directory must not get a file there).
 fn prepare_mountpoints(root: &Path) -> Result<()> {
+    use nix::fcntl::{openat, OFlag};
+    use nix::sys::stat::{fstatat, mkdirat, Mode};
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let dir_flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let open = |dir: Option<i32>, name: &str, flags: OFlag, mode: u32| {
+        openat(dir, name, flags, Mode::from_bits_truncate(mode))
+            // SAFETY: openat just returned this fd; nothing else owns it.
+            .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+    };
+    let rootfd = open(None, &root.display().to_string(), dir_flags, 0)
+        .with_context(|| format!("opening {}", root.display()))?;
+    let r = Some(std::os::fd::AsRawFd::as_raw_fd(&rootfd));
     for d in ["proc", "sys", "dev", "tmp", "etc"] {
-        let p = root.join(d);
-        if fs::symlink_metadata(&p).is_err() {
-            fs::create_dir(&p).with_context(|| format!("creating {}", p.display()))?;
+        match fstatat(r, d, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::ENOENT) => mkdirat(r, d, Mode::from_bits_truncate(0o755))
+                .with_context(|| format!("creating {}", root.join(d).display()))?,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", root.join(d).display())),
         }
     }
-    let rc = root.join("etc/resolv.conf");
-    if fs::symlink_metadata(&rc).is_err() {
-        File::create(&rc).with_context(|| format!("creating {}", rc.display()))?;
+    let etc = open(r, "etc", dir_flags, 0).map_err(|e| {
+        hinted(
+            format!("the rootfs's /etc is not a directory ({e})"),
+            "this does not look like a Linux root filesystem; nothing was installed",
+        )
+    })?;
+    let create =
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    match open(
+        Some(std::os::fd::AsRawFd::as_raw_fd(&etc)),
+        "resolv.conf",
+        create,
+        0o644,
+    ) {
+        // Present already, as a file or a link (the sandbox binds over it).
+        Ok(_) | Err(nix::errno::Errno::EEXIST) => Ok(()),
+        Err(e) => {
+            Err(e).with_context(|| format!("creating {}", root.join("etc/resolv.conf").display()))
+        }
     }
-    Ok(())
 }

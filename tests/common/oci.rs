@@ -194,8 +194,8 @@ pub struct Built {
 /// The second layer every platform shares: it deletes `/etc/motd`
 /// (`.wh.motd`), makes `/etc/apk` opaque (`.wh..wh..opq`: the lower
 /// layer's `world`, `repositories`, `keys/` vanish) with a new `arch` file
-/// in it, and adds `/etc/xroot-layer`. zstd-compressed, else gzip.
-pub fn top_layer(zstd: bool) -> Vec<u8> {
+/// in it, and adds `/etc/xroot-layer`.
+pub fn top_layer() -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     let mut add = |path: &str, data: &[u8], dir: bool| {
         let mut h = tar::Header::new_gnu();
@@ -218,12 +218,16 @@ pub fn top_layer(zstd: bool) -> Vec<u8> {
     add("etc/apk/.wh..wh..opq", b"", false);
     add("etc/apk/arch", b"overlaid\n", false);
     add("etc/xroot-layer", b"second layer\n", false);
-    let tar = b.into_inner().unwrap();
+    b.into_inner().unwrap()
+}
+
+/// A tar compressed with zstd, else gzip.
+pub fn compress(tar: &[u8], zstd: bool) -> Vec<u8> {
     if zstd {
         return zstd::encode_all(&tar[..], 3).unwrap();
     }
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(&tar).unwrap();
+    gz.write_all(tar).unwrap();
     gz.finish().unwrap()
 }
 
@@ -231,6 +235,11 @@ pub fn top_layer(zstd: bool) -> Vec<u8> {
 /// tagged `tag`: per arch, its Alpine minirootfs (gzip, as published)
 /// plus [`top_layer`] (zstd or gzip: Docker's formats have no zstd).
 pub fn build_layout(dir: &Path, tag: &str, zstd: bool) -> Built {
+    build_layout_with(dir, tag, &top_layer(), zstd)
+}
+
+/// [`build_layout`] with another second layer (a plain tar, compressed here).
+pub fn build_layout_with(dir: &Path, tag: &str, top_tar: &[u8], zstd: bool) -> Built {
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).unwrap();
     std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
@@ -239,7 +248,7 @@ pub fn build_layout(dir: &Path, tag: &str, zstd: bool) -> Built {
         std::fs::write(blobs.join(&d), b).unwrap();
         (format!("sha256:{d}"), b.len())
     };
-    let top = top_layer(zstd);
+    let top = compress(top_tar, zstd);
     let mut raw_top = Vec::new();
     if zstd {
         raw_top = zstd::decode_all(&top[..]).unwrap();

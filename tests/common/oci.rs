@@ -224,7 +224,7 @@ pub fn top_layer() -> Vec<u8> {
 /// A tar compressed with zstd, else gzip.
 pub fn compress(tar: &[u8], zstd: bool) -> Vec<u8> {
     if zstd {
-        return zstd::encode_all(&tar[..], 3).unwrap();
+        return zstd::encode_all(tar, 3).unwrap();
     }
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(tar).unwrap();

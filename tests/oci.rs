@@ -456,3 +456,94 @@ fn an_exported_tree_loads_in_skopeo_umoci_podman_and_a_registry() {
         stderr(&o)
     );
 }
+
+#[test]
+fn token_and_basic_authentication_with_the_auth_file() {
+    use common::oci::{AuthGate, Gate};
+    let Some((reg, _built, dir)) = registry_with_alpine() else {
+        return;
+    };
+    let env = Env::new("http://127.0.0.1:1");
+    let no_auth = dir.path().join("none.json");
+    // Anonymous token, as Docker Hub's anonymous pulls: one token request.
+    let gate = AuthGate::start(&reg, Gate::Token);
+    let image = format!("docker://{}/xroot/alpine:3.20", gate.host);
+    let o = env
+        .cmd()
+        .env("REGISTRY_AUTH_FILE", &no_auth)
+        .args(["fetch", "s390x", "--from", &image])
+        .output()
+        .unwrap();
+    ok(&o);
+    assert_eq!(
+        gate.token_requests
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    drop(gate);
+    // A token only for credentials: refused without them, with a hint...
+    let gate = AuthGate::start(&reg, Gate::TokenForCredentials("me:secret"));
+    let image = format!("docker://{}/xroot/alpine:3.20", gate.host);
+    let fetch = |auth: &Path, id: &str| {
+        env.cmd()
+            .env("REGISTRY_AUTH_FILE", auth)
+            .args(["fetch", id, "--from", &image])
+            .output()
+            .unwrap()
+    };
+    let o = fetch(&no_auth, "aarch64@a");
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("login"), "{}", stderr(&o));
+    assert!(!env.home().join("rootfs/aarch64@a").exists());
+    // ... and given with them, from the auth file podman/docker write.
+    use base64::Engine;
+    let auth_file = dir.path().join("auth.json");
+    let enc = |c: &str| base64::engine::general_purpose::STANDARD.encode(c);
+    std::fs::write(
+        &auth_file,
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"{}"}}}}}}"#,
+            gate.host,
+            enc("me:secret")
+        ),
+    )
+    .unwrap();
+    ok(&fetch(&auth_file, "aarch64@a"));
+    drop(gate);
+    // Basic authentication with the same file; wrong credentials refused.
+    let gate = AuthGate::start(&reg, Gate::Basic("me:secret"));
+    let image = format!("docker://{}/xroot/alpine:3.20", gate.host);
+    std::fs::write(
+        &auth_file,
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"{}"}}}}}}"#,
+            gate.host,
+            enc("me:secret")
+        ),
+    )
+    .unwrap();
+    let o = env
+        .cmd()
+        .env("REGISTRY_AUTH_FILE", &auth_file)
+        .args(["fetch", "riscv64", "--from", &image])
+        .output()
+        .unwrap();
+    ok(&o);
+    std::fs::write(
+        &auth_file,
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"{}"}}}}}}"#,
+            gate.host,
+            enc("me:wrong")
+        ),
+    )
+    .unwrap();
+    let o = env
+        .cmd()
+        .env("REGISTRY_AUTH_FILE", &auth_file)
+        .args(["fetch", "riscv64@b", "--from", &image])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("podman login"), "{}", stderr(&o));
+}

@@ -311,3 +311,124 @@ pub fn build_layout_with(dir: &Path, tag: &str, top_tar: &[u8], zstd: bool) -> B
         index: idigest,
     }
 }
+
+/// How an [`AuthGate`] wants clients to authenticate.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// A `Bearer` challenge; the token endpoint hands out tokens freely
+    /// (as Docker Hub does for anonymous pulls)...
+    Token,
+    /// ... or only for these `user:password` (Basic) credentials.
+    TokenForCredentials(&'static str),
+    /// A `Basic` challenge for these credentials.
+    Basic(&'static str),
+}
+
+/// An authenticating front to a [`Registry`] (which has no auth of its
+/// own): it answers unauthenticated requests with a `401` and a
+/// `WWW-Authenticate` challenge, serves `/token`, and passes requests that
+/// carry a token it issued (or the right Basic credentials) through to
+/// the real registry, relaying its answer.
+pub struct AuthGate {
+    pub host: String,
+    pub token_requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    server: std::sync::Arc<tiny_http::Server>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl AuthGate {
+    pub fn start(registry: &Registry, gate: Gate) -> AuthGate {
+        use base64::Engine;
+        let server = std::sync::Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+        let host = format!("127.0.0.1:{}", server.server_addr().to_ip().unwrap().port());
+        let token_requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (s, me, upstream, count) = (
+            server.clone(),
+            host.clone(),
+            registry.host.clone(),
+            token_requests.clone(),
+        );
+        let basic = |creds: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(creds)
+            )
+        };
+        let handle = std::thread::spawn(move || {
+            let agent = ureq::AgentBuilder::new().redirects(0).build();
+            for req in s.incoming_requests() {
+                let header = |name: &'static str| {
+                    req.headers()
+                        .iter()
+                        .find(|h| h.field.equiv(name))
+                        .map(|h| h.value.as_str().to_string())
+                };
+                let auth = header("Authorization").unwrap_or_default();
+                let url = req.url().to_string();
+                let header_of = |k: &str, v: &str| tiny_http::Header::from_bytes(k, v).unwrap();
+                if url.starts_with("/token") {
+                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let allowed = match gate {
+                        Gate::TokenForCredentials(c) => auth == basic(c),
+                        _ => true,
+                    };
+                    let resp = if allowed {
+                        tiny_http::Response::from_string(r#"{"token":"gate-token"}"#)
+                    } else {
+                        tiny_http::Response::from_string("denied").with_status_code(401)
+                    };
+                    let _ = req.respond(resp);
+                    continue;
+                }
+                let (ok, challenge) = match gate {
+                    Gate::Basic(c) => (auth == basic(c), r#"Basic realm="gate""#.to_string()),
+                    _ => (
+                        auth == "Bearer gate-token",
+                        format!(
+                            r#"Bearer realm="http://{me}/token",service="gate",scope="repository:xroot/alpine:pull""#
+                        ),
+                    ),
+                };
+                if !ok {
+                    let resp = tiny_http::Response::from_string("unauthorized")
+                        .with_status_code(401)
+                        .with_header(header_of("WWW-Authenticate", &challenge));
+                    let _ = req.respond(resp);
+                    continue;
+                }
+                let mut up = agent.get(&format!("http://{upstream}{url}"));
+                if let Some(a) = header("Accept") {
+                    up = up.set("Accept", &a);
+                }
+                let resp = match up.call() {
+                    Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+                    Err(e) => panic!("gate: {e}"),
+                };
+                let status = resp.status();
+                let ctype = resp.header("Content-Type").unwrap_or("").to_string();
+                let mut body = Vec::new();
+                resp.into_reader().read_to_end(&mut body).unwrap();
+                let mut out = tiny_http::Response::from_data(body).with_status_code(status);
+                if !ctype.is_empty() {
+                    out = out.with_header(header_of("Content-Type", &ctype));
+                }
+                let _ = req.respond(out);
+            }
+        });
+        AuthGate {
+            host,
+            token_requests,
+            server,
+            handle: Some(handle),
+        }
+    }
+}
+
+impl Drop for AuthGate {
+    fn drop(&mut self) {
+        self.server.unblock();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}

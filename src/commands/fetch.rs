@@ -55,6 +55,12 @@ pub fn fetch_all(ctx: &Ctx, a: FetchArgs) -> Result<()> {
         }
         // An image is installed as ARCH@NAME, named after it unless told.
         let image = a.from.as_deref().map(image_ref).transpose()?.flatten();
+        if image.is_some() && a.sha256.is_some() {
+            return Err(hinted(
+                "--sha256 is for tarballs; an image is verified by its digests",
+                "pin the image instead: --from docker://NAME@sha256:DIGEST",
+            ));
+        }
         if let (None, Some(image)) = (&name, &image) {
             name = Some(image.default_name());
         }

@@ -547,3 +547,47 @@ fn token_and_basic_authentication_with_the_auth_file() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("podman login"), "{}", stderr(&o));
 }
+
+#[test]
+fn an_ordinary_user_pulls_and_runs_an_image() {
+    if !common::sandbox_ready("s390x") {
+        return;
+    }
+    let Some((reg, built, _d)) = registry_with_alpine() else {
+        return;
+    };
+    let user = common::unprivileged_user("xroot-oci", None);
+    let dir = common::user_tempdir(&user);
+    let bin = common::public_bin(dir.path());
+    let home = dir.path().join("store");
+    let image = format!("docker://{}/xroot/alpine:3.20", reg.host);
+    let xroot = |args: &[&str]| {
+        common::as_user(&user, &bin)
+            .args(args)
+            .env("XROOT_HOME", &home)
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    ok(&xroot(&["fetch", "s390x", "--from", &image]));
+    let root = home.join("rootfs/s390x@alpine-3.20/root");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(root.join("etc/xroot-layer"))
+            .unwrap()
+            .uid(),
+        user.uid
+    );
+    assert!(!root.join("etc/motd").exists());
+    let m = std::fs::read_to_string(home.join("rootfs/s390x@alpine-3.20/manifest.toml")).unwrap();
+    assert!(m.contains(&built.images[1].0));
+    let o = xroot(&[
+        "run",
+        "s390x@alpine-3.20",
+        "--",
+        "sh",
+        "-c",
+        "uname -m; cat /etc/apk/arch",
+    ]);
+    assert_eq!(ok(&o), "s390x\noverlaid\n");
+}

@@ -85,6 +85,14 @@ fn pull_chooses_the_platform_and_applies_whiteouts() {
         list.contains(&format!("s390x@alpine-3.20 ({})", &built.images[1].0[..19])),
         "{list}"
     );
+    let json: serde_json::Value = serde_json::from_str(&ok(&env.run(&["list", "--json"]))).unwrap();
+    let s390x = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["arch"] == "s390x")
+        .unwrap();
+    assert_eq!(s390x["installed"][0]["digest"], built.images[1].0.as_str());
 }
 
 #[test]

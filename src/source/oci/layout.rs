@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
+use oci_spec::image::ImageConfiguration;
+
+use super::{sha256_digest, MAX_JSON};
 use crate::error::hinted;
 
 /// Where the blobs of a local image are.
@@ -136,6 +139,68 @@ pub fn digest_in_name(name: &str) -> Option<String> {
     let hex = base.strip_suffix(".json").unwrap_or(base);
     (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) && !name.ends_with("layer.tar"))
         .then(|| format!("sha256:{hex}"))
+}
+
+/// Member names of a `docker save` archive by digest.
+pub(super) struct DockerNames(std::collections::HashMap<String, String>);
+
+impl DockerNames {
+    pub(super) fn name<'s>(&'s self, digest: &'s str) -> &'s str {
+        self.0.get(digest).map(String::as_str).unwrap_or(digest)
+    }
+}
+
+/// Turns a `docker save` archive's `manifest.json` into an image manifest
+/// (the layers are uncompressed tars, so their digests are the config's
+/// diff_ids), and maps digests to member names.
+pub(super) fn docker_manifest(l: &Local, file: &Path) -> Result<(Vec<u8>, DockerNames)> {
+    let what = format!("docker-archive:{}", file.display());
+    let bad = |m: String| {
+        hinted(
+            format!("{what}: {m}"),
+            "give an archive made by `docker save` or `podman save`",
+        )
+    };
+    let text = l.read("manifest.json", MAX_JSON)?;
+    let entries: Vec<DockerEntry> =
+        serde_json::from_slice(&text).map_err(|e| bad(format!("bad manifest.json: {e}")))?;
+    let entry = match &entries[..] {
+        [one] => one,
+        [] => return Err(bad("manifest.json lists no image".into())),
+        [first, ..] => first,
+    };
+    let cbytes = l.read(&entry.config, MAX_JSON)?;
+    let cdigest = digest_in_name(&entry.config).unwrap_or_else(|| sha256_digest(&cbytes));
+    let config = ImageConfiguration::from_reader(&cbytes[..])
+        .map_err(|e| bad(format!("bad config {}: {e}", entry.config)))?;
+    let diff_ids = config.rootfs().diff_ids();
+    if diff_ids.len() != entry.layers.len() {
+        return Err(bad(
+            "manifest.json and the config disagree on the layers".into()
+        ));
+    }
+    let mut names = std::collections::HashMap::new();
+    names.insert(cdigest.clone(), entry.config.clone());
+    let mut layers = Vec::new();
+    for (name, diff) in entry.layers.iter().zip(diff_ids) {
+        let (_, size) = l.open(name)?;
+        let digest = digest_in_name(name).unwrap_or_else(|| diff.clone());
+        names.insert(digest.clone(), name.clone());
+        layers.push(serde_json::json!({
+            "mediaType": "application/vnd.docker.image.rootfs.diff.tar",
+            "digest": digest, "size": size,
+        }));
+    }
+    let m = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {
+            "mediaType": "application/vnd.docker.container.image.v1+json",
+            "digest": cdigest, "size": cbytes.len(),
+        },
+        "layers": layers,
+    });
+    Ok((m.to_string().into_bytes(), DockerNames(names)))
 }
 
 #[cfg(test)]

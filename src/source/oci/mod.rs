@@ -22,17 +22,19 @@
 //! Where things are: [`reference`] parses references, [`registry`] speaks
 //! the distribution API (with [`auth`]'s tokens and credentials),
 //! [`layout`] reads images on disk, [`platform`] picks the index entry,
-//! [`write`] makes image archives for `xroot export --format oci`.
+//! [`stream`] verifies and applies one layer, [`write`] makes image
+//! archives for `xroot export --format oci`.
 
 mod auth;
 mod layout;
 mod platform;
 pub mod reference;
 mod registry;
+mod stream;
 pub mod write;
 
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::Read;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
@@ -42,7 +44,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::error::{hinted, hinted_retryable};
 use crate::extract;
-use crate::fetch::stream::{self, hex};
+use crate::fetch::stream::hex;
 use crate::fetch::transport::Transport;
 use crate::ui::{Bar, Ui};
 
@@ -123,7 +125,7 @@ pub fn populate(cx: &Context, image: &ImageRef, root: &Path) -> Result<Pulled> {
         }
         ImageRef::DockerArchive { file } => {
             let l = layout::Local::tar(file)?;
-            let (top, names) = docker_manifest(&l, file)?;
+            let (top, names) = layout::docker_manifest(&l, file)?;
             docker_archive = Some(names);
             (Src::Local(l), top, None, None)
         }
@@ -260,7 +262,7 @@ pub fn populate(cx: &Context, image: &ImageRef, root: &Path) -> Result<Pulled> {
         } else {
             Bar::hidden()
         };
-        let res = apply_layer(&mut applier, reader, desc, diff_id, copy.as_deref(), &bar);
+        let res = stream::apply_layer(&mut applier, reader, desc, diff_id, copy.as_deref(), &bar);
         bar.finish();
         match res {
             Ok(()) => {}
@@ -268,7 +270,7 @@ pub fn populate(cx: &Context, image: &ImageRef, root: &Path) -> Result<Pulled> {
                 if let Some(p) = &copy {
                     let _ = fs::remove_file(p);
                 }
-                if from_cache && e.downcast_ref::<Mismatch>().is_some() {
+                if from_cache && e.downcast_ref::<stream::Mismatch>().is_some() {
                     let _ = fs::remove_file(&cached_path);
                     return Err(hinted_retryable(
                         format!(
@@ -279,7 +281,7 @@ pub fn populate(cx: &Context, image: &ImageRef, root: &Path) -> Result<Pulled> {
                 }
                 return Err(hinted(
                     format!("{label} of {what}: {e}"),
-                    if e.downcast_ref::<Mismatch>().is_some() {
+                    if e.downcast_ref::<stream::Mismatch>().is_some() {
                         "the image is corrupt or was tampered with; nothing was installed"
                     } else {
                         "the layer is damaged or hostile; nothing was installed"
@@ -459,200 +461,4 @@ fn check(b: &[u8], d: &Descriptor, what: &str, kind: &str) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-/// A layer whose bytes are not what its descriptor or diff_id says.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct Mismatch(String);
-
-/// Streams one layer: size and digest checked while it is read (and copied
-/// to `copy` when given), decompressed, checked against `diff_id` and
-/// applied. The digest is checked before an extraction error is reported.
-fn apply_layer(
-    applier: &mut extract::Layers,
-    reader: Box<dyn Read + Send>,
-    desc: &Descriptor,
-    diff_id: &str,
-    copy: Option<&Path>,
-    bar: &Bar,
-) -> Result<()> {
-    let copy = match copy {
-        Some(p) => Some(File::create(p).with_context(|| format!("creating {}", p.display()))?),
-        None => None,
-    };
-    let mut v = Verify {
-        inner: reader,
-        hash: Sha256::new(),
-        bytes: 0,
-        limit: desc.size(),
-        copy,
-        error: None,
-        bar,
-    };
-    let mut diff = Sha256::new();
-    let applied = {
-        let mut buf = stream::buffered(&mut v);
-        let r = match stream::decompress(&mut buf) {
-            Ok(Ok(r)) => {
-                let mut h = HashRead {
-                    inner: r,
-                    hash: &mut diff,
-                };
-                applier
-                    .apply(&mut h, &mut |_| {})
-                    .map_err(|e| anyhow::anyhow!("{e}"))
-            }
-            Ok(Err(kind)) => Err(anyhow::anyhow!(
-                "it is {kind}-compressed, which images do not use"
-            )),
-            Err(e) => Err(anyhow::anyhow!("{e}")),
-        };
-        r
-    };
-    // Read what is left (padding after the tar end), bounded by the size.
-    let _ = io::copy(&mut v, &mut io::sink());
-    if let Some(e) = v.error.take() {
-        bail!(hinted_retryable(
-            format!("reading it failed: {e}"),
-            "try again"
-        ));
-    }
-    let got = format!("sha256:{}", hex(&v.hash.finalize_reset()));
-    if v.bytes != desc.size() || got != desc.digest().as_ref() {
-        return Err(Mismatch(format!(
-            "got {} bytes with digest {got}, expected {} bytes with digest {}",
-            v.bytes,
-            desc.size(),
-            desc.digest()
-        ))
-        .into());
-    }
-    applied?;
-    let got = format!("sha256:{}", hex(&diff.finalize()));
-    if got != diff_id {
-        return Err(Mismatch(format!(
-            "its uncompressed content has digest {got}, the config says {diff_id}"
-        ))
-        .into());
-    }
-    if let Some(mut f) = v.copy.take() {
-        f.flush()
-            .and_then(|_| f.sync_all())
-            .context("writing the layer cache")?;
-    }
-    Ok(())
-}
-
-/// Hashes, counts, copies; refuses to read past the declared size.
-struct Verify<'b> {
-    inner: Box<dyn Read + Send>,
-    hash: Sha256,
-    bytes: u64,
-    limit: u64,
-    copy: Option<File>,
-    error: Option<String>,
-    bar: &'b Bar,
-}
-
-impl Read for Verify<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        // One byte past the limit is read, so a longer blob is noticed.
-        let room = (self.limit + 1).saturating_sub(self.bytes);
-        let want = buf.len().min(usize::try_from(room).unwrap_or(usize::MAX));
-        if want == 0 {
-            return Ok(0);
-        }
-        let n = match self.inner.read(&mut buf[..want]) {
-            Ok(n) => n,
-            Err(e) => {
-                self.error.get_or_insert_with(|| e.to_string());
-                return Err(e);
-            }
-        };
-        self.hash.update(&buf[..n]);
-        self.bytes += n as u64;
-        self.bar.inc(n as u64);
-        if let Some(f) = &mut self.copy {
-            if f.write_all(&buf[..n]).is_err() {
-                self.copy = None;
-            }
-        }
-        Ok(n)
-    }
-}
-
-struct HashRead<'h, R> {
-    inner: R,
-    hash: &'h mut Sha256,
-}
-
-impl<R: Read> Read for HashRead<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hash.update(&buf[..n]);
-        Ok(n)
-    }
-}
-
-/// Member names of a `docker save` archive by digest.
-struct DockerNames(std::collections::HashMap<String, String>);
-
-impl DockerNames {
-    fn name<'s>(&'s self, digest: &'s str) -> &'s str {
-        self.0.get(digest).map(String::as_str).unwrap_or(digest)
-    }
-}
-
-/// Turns a `docker save` archive's `manifest.json` into an image manifest
-/// (the layers are uncompressed tars, so their digests are the config's
-/// diff_ids), and maps digests to member names.
-fn docker_manifest(l: &layout::Local, file: &Path) -> Result<(Vec<u8>, DockerNames)> {
-    let what = format!("docker-archive:{}", file.display());
-    let bad = |m: String| {
-        hinted(
-            format!("{what}: {m}"),
-            "give an archive made by `docker save` or `podman save`",
-        )
-    };
-    let text = l.read("manifest.json", MAX_JSON)?;
-    let entries: Vec<layout::DockerEntry> =
-        serde_json::from_slice(&text).map_err(|e| bad(format!("bad manifest.json: {e}")))?;
-    let entry = match &entries[..] {
-        [one] => one,
-        [] => return Err(bad("manifest.json lists no image".into())),
-        [first, ..] => first,
-    };
-    let cbytes = l.read(&entry.config, MAX_JSON)?;
-    let cdigest = layout::digest_in_name(&entry.config).unwrap_or_else(|| sha256_digest(&cbytes));
-    let config = ImageConfiguration::from_reader(&cbytes[..])
-        .map_err(|e| bad(format!("bad config {}: {e}", entry.config)))?;
-    let diff_ids = config.rootfs().diff_ids();
-    if diff_ids.len() != entry.layers.len() {
-        return Err(bad(
-            "manifest.json and the config disagree on the layers".into()
-        ));
-    }
-    let mut names = std::collections::HashMap::new();
-    names.insert(cdigest.clone(), entry.config.clone());
-    let mut layers = Vec::new();
-    for (name, diff) in entry.layers.iter().zip(diff_ids) {
-        let (_, size) = l.open(name)?;
-        let digest = layout::digest_in_name(name).unwrap_or_else(|| diff.clone());
-        names.insert(digest.clone(), name.clone());
-        layers.push(serde_json::json!({
-            "mediaType": "application/vnd.docker.image.rootfs.diff.tar",
-            "digest": digest, "size": size,
-        }));
-    }
-    let m = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-        "config": {
-            "mediaType": "application/vnd.docker.container.image.v1+json",
-            "digest": cdigest, "size": cbytes.len(),
-        },
-        "layers": layers,
-    });
-    Ok((m.to_string().into_bytes(), DockerNames(names)))
 }

@@ -599,3 +599,31 @@ fn an_ordinary_user_pulls_and_runs_an_image() {
     ]);
     assert_eq!(ok(&o), "s390x\noverlaid\n");
 }
+
+#[test]
+fn a_layer_cut_mid_transfer_is_fetched_again() {
+    use common::oci::{AuthGate, Gate};
+    let Some((reg, built, _d)) = registry_with_alpine() else {
+        return;
+    };
+    let gate = AuthGate::start(&reg, Gate::TokenCutFirstBlob);
+    let env = Env::new("http://127.0.0.1:1");
+    let image = format!("docker://{}/xroot/alpine:3.20", gate.host);
+    let o = env
+        .cmd()
+        .env("XROOT_TIMEOUT", "5")
+        .args(["fetch", "s390x", "--from", &image])
+        .output()
+        .unwrap();
+    ok(&o);
+    let e = stderr(&o);
+    assert!(e.contains("retrying (2/2)"), "{e}");
+    let root = env.rootfs("s390x@alpine-3.20");
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/apk/arch")).unwrap(),
+        "overlaid\n"
+    );
+    // Cut once, fetched twice; nothing else downloaded twice.
+    assert_eq!(reg.blob_gets(&built.images[1].1), 2);
+    assert_eq!(reg.blob_gets(&built.top_layer), 1);
+}

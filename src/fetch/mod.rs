@@ -598,60 +598,75 @@ fn install_image(
     })?;
     let platform = oci::Platform::parse(platform)
         .map_err(|e| hinted(format!("spec {}: {e}", spec.name), "fix its oci_platform"))?;
-    let staging = store.staging(&req.id)?;
-    let result = (|| {
-        let root = staging.join("root");
-        fs::create_dir(&root).with_context(|| format!("creating {}", root.display()))?;
-        let opts = extract::Options {
-            limits: req.limits,
-            chown: nix::unistd::geteuid().is_root(),
-        };
-        let cx = oci::Context {
-            transport,
-            arch: &spec.name,
-            platform,
-            cache: oci::cache_dir(&store.cache_dir()),
-            work: staging.clone(),
-            opts: &opts,
-            ui,
-        };
-        let pulled = oci::populate(&cx, &image, &root)?;
-        check_arch(catalog, spec, &root)?;
-        let index = match &pulled.index_digest {
-            Some(d) => format!(", chosen from index {d}"),
-            None => String::new(),
-        };
-        ui.info(format!(
-            "{}: image {} for {}{index}; {} layers, {} from the layer cache",
-            pulled.source, pulled.digest, pulled.platform, pulled.layers, pulled.cached
-        ));
-        let origin = req.record_as.clone().unwrap_or(Origin {
-            branch: String::new(),
-            version: pulled.tag.clone(),
-            source: pulled.source.clone(),
-            mirror: String::new(),
-            digest: pulled.digest.clone(),
-            platform: pulled.platform.clone(),
-        });
-        let hexd = pulled.digest.trim_start_matches("sha256:").to_string();
-        commit_tree(
-            store,
-            spec,
-            req,
-            &staging,
-            pulled.report,
-            origin,
-            hexd,
-            None,
-            ui,
-            hook,
-        )
-    })();
-    if result.is_err() {
-        // Nothing half-done: the staging tree goes; the store is as before.
-        let _ = store::remove_tree(&staging);
+    // A transfer that fails mid-way is tried again from the start, within
+    // XROOT_RETRIES; the layers that verified are in the layer cache by
+    // then, so a retry downloads only what is missing.
+    let attempts = transport::Attempts::new(&transport::Config::from_env());
+    loop {
+        let staging = store.staging(&req.id)?;
+        let result = (|| {
+            let root = staging.join("root");
+            fs::create_dir(&root).with_context(|| format!("creating {}", root.display()))?;
+            let opts = extract::Options {
+                limits: req.limits,
+                chown: nix::unistd::geteuid().is_root(),
+            };
+            let cx = oci::Context {
+                transport,
+                arch: &spec.name,
+                platform: platform.clone(),
+                cache: oci::cache_dir(&store.cache_dir()),
+                work: staging.clone(),
+                opts: &opts,
+                ui,
+            };
+            let pulled = oci::populate(&cx, &image, &root)?;
+            check_arch(catalog, spec, &root)?;
+            let index = match &pulled.index_digest {
+                Some(d) => format!(", chosen from index {d}"),
+                None => String::new(),
+            };
+            ui.info(format!(
+                "{}: image {} for {}{index}; {} layers, {} from the layer cache",
+                pulled.source, pulled.digest, pulled.platform, pulled.layers, pulled.cached
+            ));
+            let origin = req.record_as.clone().unwrap_or(Origin {
+                branch: String::new(),
+                version: pulled.tag.clone(),
+                source: pulled.source.clone(),
+                mirror: String::new(),
+                digest: pulled.digest.clone(),
+                platform: pulled.platform.clone(),
+            });
+            let hexd = pulled.digest.trim_start_matches("sha256:").to_string();
+            commit_tree(
+                store,
+                spec,
+                req,
+                &staging,
+                pulled.report,
+                origin,
+                hexd,
+                None,
+                ui,
+                hook,
+            )
+        })();
+        if result.is_err() {
+            // Nothing half-done: the staging tree goes; the store is as before.
+            let _ = store::remove_tree(&staging);
+        }
+        match result {
+            Err(e) if crate::error::is_retryable(&e) => match attempts.next() {
+                Some((n, delay)) => {
+                    ui.warn(format!("{e}; retrying ({n}/{})", attempts.max()));
+                    std::thread::sleep(delay);
+                }
+                None => return Err(e),
+            },
+            result => return result,
+        }
     }
-    result
 }
 
 /// How much more of a download is read and hashed once its extraction has

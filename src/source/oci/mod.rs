@@ -279,14 +279,20 @@ pub fn populate(cx: &Context, image: &ImageRef, root: &Path) -> Result<Pulled> {
                         "run the fetch again to download it; nothing was installed",
                     ));
                 }
-                return Err(hinted(
-                    format!("{label} of {what}: {e}"),
-                    if e.downcast_ref::<stream::Mismatch>().is_some() {
-                        "the image is corrupt or was tampered with; nothing was installed"
-                    } else {
-                        "the layer is damaged or hostile; nothing was installed"
-                    },
-                ));
+                let cause = format!("{label} of {what}: {e}");
+                return Err(if e.downcast_ref::<stream::Mismatch>().is_some() {
+                    hinted(
+                        cause,
+                        "the image is corrupt or was tampered with; nothing was installed",
+                    )
+                } else if crate::error::is_retryable(&e) {
+                    hinted_retryable(cause, "try again; the layers that arrived whole are cached")
+                } else {
+                    hinted(
+                        cause,
+                        "the layer is damaged or hostile; nothing was installed",
+                    )
+                });
             }
         }
         if let Some(p) = copy {

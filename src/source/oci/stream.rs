@@ -73,6 +73,18 @@ pub(super) fn apply_layer(
             "try again"
         ));
     }
+    if v.bytes < desc.size() {
+        // A body that ends early is a cut transfer (tried again), not yet
+        // a wrong blob; a short blob that is all there is fails every try.
+        bail!(hinted_retryable(
+            format!(
+                "the transfer ended after {} of {} bytes",
+                v.bytes,
+                desc.size()
+            ),
+            "try again; nothing was installed",
+        ));
+    }
     let got = format!("sha256:{}", hex(&v.hash.finalize_reset()));
     if v.bytes != desc.size() || got != desc.digest().as_ref() {
         return Err(Mismatch(format!(

@@ -627,3 +627,30 @@ fn a_layer_cut_mid_transfer_is_fetched_again() {
     assert_eq!(reg.blob_gets(&built.images[1].1), 2);
     assert_eq!(reg.blob_gets(&built.top_layer), 1);
 }
+
+#[test]
+fn docker_manifest_lists_are_followed() {
+    let Some(reg) = Registry::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("layout");
+    // Docker's formats have no zstd: a gzip-only image, pushed as a Docker
+    // manifest list of Docker v2 manifests.
+    build_layout(&layout, "3.20", false);
+    reg.push_as(&layout, "3.20", "docker/alpine", &["--format", "v2s2"]);
+    let image = format!("docker://{}/docker/alpine:3.20", reg.host);
+    let raw = tool(
+        "skopeo",
+        &["inspect", "--raw", "--tls-verify=false", &image],
+    );
+    assert!(
+        raw.contains("application/vnd.docker.distribution.manifest.list.v2+json"),
+        "{raw}"
+    );
+    let env = Env::new("http://127.0.0.1:1");
+    ok(&env.run(&["fetch", "armv7", "--from", &image]));
+    let root = env.rootfs("armv7@alpine-3.20");
+    assert_eq!(machine(&root.join("bin/busybox")), 40);
+    assert!(!root.join("etc/motd").exists());
+}

@@ -124,8 +124,14 @@ impl Registry {
 
     /// `skopeo copy --all` of a layout's tag into this registry as `name:tag`.
     pub fn push(&self, layout: &Path, tag: &str, name: &str) {
+        self.push_as(layout, tag, name, &[]);
+    }
+
+    /// [`push`](Self::push) with more skopeo options (`--format v2s2`).
+    pub fn push_as(&self, layout: &Path, tag: &str, name: &str, more: &[&str]) {
         let o = Command::new("skopeo")
             .args(["copy", "--all", "--dest-tls-verify=false", "--quiet"])
+            .args(more)
             .arg(format!("oci:{}:{tag}", layout.display()))
             .arg(format!("docker://{}/{name}:{tag}", self.host))
             .output()

@@ -112,8 +112,11 @@ pub struct FetchArgs {
     /// Fetch and replace even if installed.
     #[arg(long)]
     pub force: bool,
-    /// Install this tarball (URL or file) instead of the arch's default source.
-    #[arg(long, value_name = "URL|FILE")]
+    /// Install this tarball (URL or file) instead of the arch's default
+    /// source, or this container image's build for the arch (installed as
+    /// ARCH@NAME): docker://[HOST/]NAME[:TAG][@sha256:DIGEST], oci:DIR[:TAG],
+    /// oci-archive:FILE[:TAG] or docker-archive:FILE.
+    #[arg(long, value_name = "URL|FILE|IMAGE")]
     pub from: Option<String>,
     /// Expected sha256 of --from.
     #[arg(long, value_name = "HEX", requires = "from")]

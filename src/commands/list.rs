@@ -97,7 +97,8 @@ pub fn list(ctx: &Ctx, json: bool) -> Result<()> {
                 .map(|i| {
                     if !i.digest.is_empty() {
                         // An image: the digest its reference resolved to.
-                        format!("{} ({})", i.id, &i.digest[..i.digest.len().min(19)])
+                        let short: String = i.digest.chars().take(19).collect();
+                        format!("{} ({short})", i.id)
                     } else if i.version.is_empty() {
                         i.id.clone()
                     } else {

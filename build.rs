@@ -59,14 +59,18 @@ fn main() {
 fn spec_expr(s: &Spec) -> String {
     let aliases: Vec<String> = s.aliases.iter().map(|a| format!("{a:?}.into()")).collect();
     format!(
-        "Spec {{ name: {:?}.into(), aliases: vec![{}], description: {:?}.into(), uname: {:?}.into(), qemu: {:?}.into(), binfmt: {}, source: {} }}",
+        "Spec {{ name: {:?}.into(), aliases: vec![{}], description: {:?}.into(), uname: {:?}.into(), qemu: {:?}.into(), binfmt: {}, source: {}, oci_platform: {} }}",
         s.name,
         aliases.join(", "),
         s.description,
         s.uname,
         s.qemu,
         magic_expr(&s.binfmt),
-        source_expr(&s.source)
+        source_expr(&s.source),
+        match &s.oci_platform {
+            Some(p) => format!("Some({p:?}.into())"),
+            None => "None".into(),
+        }
     )
 }
 

@@ -91,12 +91,17 @@ pub enum Command {
         target: String,
     },
     /// Write an installed rootfs to a tarball (.tar, .tar.gz, .tar.xz,
-    /// .tar.zst by extension), importable elsewhere with `fetch --from`.
+    /// .tar.zst by extension), importable elsewhere with `fetch --from`,
+    /// or as a container image (`--format oci`: `podman load -i FILE`).
     Export {
         /// ARCH or ARCH@NAME.
         target: String,
         /// Output file.
         file: PathBuf,
+        /// tar: a tarball, compressed by FILE's extension; oci: an OCI image
+        /// archive (oci-archive); docker-archive: as `docker save` writes.
+        #[arg(long, value_enum, default_value = "tar")]
+        format: ExportFormat,
     },
     /// Print a shell completion script.
     Completions {
@@ -134,8 +139,11 @@ pub struct FetchArgs {
     /// Fetch and replace even if installed.
     #[arg(long)]
     pub force: bool,
-    /// Install this tarball (URL or file) instead of the arch's default source.
-    #[arg(long, value_name = "URL|FILE", value_parser = crate::validate::from)]
+    /// Install this tarball (URL or file) instead of the arch's default
+    /// source, or this container image's build for the arch (installed as
+    /// ARCH@NAME): docker://[HOST/]NAME[:TAG][@sha256:DIGEST], oci:DIR[:TAG],
+    /// oci-archive:FILE[:TAG] or docker-archive:FILE.
+    #[arg(long, value_name = "URL|FILE|IMAGE", value_parser = crate::validate::from)]
     pub from: Option<String>,
     /// Expected sha256 of --from.
     #[arg(long, value_name = "HEX", requires = "from", value_parser = crate::validate::sha256)]
@@ -146,6 +154,14 @@ pub struct FetchArgs {
     pub packages: Vec<String>,
     #[command(flatten)]
     pub binfmt: BinfmtArgs,
+}
+
+/// What `xroot export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    Tar,
+    Oci,
+    DockerArchive,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -25,6 +25,7 @@ mod mirror;
 mod qemu;
 mod rootfs;
 mod sandbox;
+mod source;
 mod specs;
 mod store;
 #[cfg(test)]

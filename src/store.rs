@@ -104,6 +104,13 @@ pub struct Manifest {
     /// goes back to the release as published).
     #[serde(default)]
     pub packages: Vec<String>,
+    /// For a container image: the digest of the image manifest installed
+    /// (`sha256:…`); `fetch --from docker://NAME@DIGEST` installs it again.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub digest: String,
+    /// For a container image: its platform (`linux/arm/v7`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub platform: String,
 }
 
 /// An installed rootfs.

@@ -141,7 +141,6 @@ impl Ui {
 pub struct Bar(Option<ProgressBar>);
 
 impl Bar {
-    #[cfg(test)]
     pub fn hidden() -> Bar {
         Bar(None)
     }

@@ -67,6 +67,10 @@ pub fn sha256(arg: &str) -> Result<String, String> {
 /// exists (a path, or `file://PATH`), so that a typo is reported before
 /// anything else happens (also when the arch is already installed).
 pub fn from(arg: &str) -> Result<String, String> {
+    // A container image: its reference is checked by its own parser.
+    if crate::source::oci::is_image(arg) {
+        return crate::source::oci::ImageRef::parse(arg).map(|_| arg.to_string());
+    }
     match crate::fetch::transport::local_path(arg) {
         Some(p) => match std::fs::metadata(&p) {
             Ok(m) if m.is_dir() => Err(format!(
@@ -81,7 +85,7 @@ pub fn from(arg: &str) -> Result<String, String> {
                 Ok(arg.to_string())
             }
             Ok(u) => Err(format!(
-                "unsupported URL scheme {:?}: use http://, https://, file:// or a path",
+                "unsupported URL scheme {:?}: use http://, https://, file://, a path, or an image (docker://, oci:, oci-archive:, docker-archive:)",
                 u.scheme()
             )),
             Err(e) => Err(format!("not a valid URL: {e}")),

@@ -14,6 +14,7 @@ use crate::error::hinted;
 use crate::extract::Limits;
 use crate::fetch::{self, Request};
 use crate::sandbox;
+use crate::source::oci::ImageRef;
 use crate::specs::Spec;
 use crate::store::{Installed, Manifest, RootfsId};
 use crate::ui::Ui;
@@ -52,6 +53,17 @@ pub fn fetch_all(ctx: &Ctx, a: FetchArgs) -> Result<()> {
             }
             name = Some(n.clone());
         }
+        // An image is installed as ARCH@NAME, named after it unless told.
+        let image = a.from.as_deref().map(image_ref).transpose()?.flatten();
+        if image.is_some() && a.sha256.is_some() {
+            return Err(hinted(
+                "--sha256 is for tarballs; an image is verified by its digests",
+                "pin the image instead: --from docker://NAME@sha256:DIGEST",
+            ));
+        }
+        if let (None, Some(image)) = (&name, &image) {
+            name = Some(image.default_name());
+        }
         let spec = ctx.catalog.resolve(&arch)?;
         let mut req = request(
             RootfsId {
@@ -61,7 +73,10 @@ pub fn fetch_all(ctx: &Ctx, a: FetchArgs) -> Result<()> {
             &a.source,
         )?;
         req.force = a.force;
-        req.from = a.from.as_deref().map(absolutize);
+        req.from = match &image {
+            Some(i) => Some(i.to_string()),
+            None => a.from.as_deref().map(absolutize),
+        };
         req.sha256 = a.sha256.clone();
         req.packages = packages(&a.packages)?;
         jobs.push((spec, req));
@@ -145,6 +160,28 @@ pub fn limits() -> Result<Limits> {
         max_bytes: crate::knobs::get().max_unpacked,
         ..Limits::default()
     })
+}
+
+/// `--from` as an image reference (`docker://`, `oci:`, ...), with a
+/// relative path made absolute; `None` for a tarball.
+fn image_ref(from: &str) -> Result<Option<ImageRef>> {
+    if !crate::source::oci::is_image(from) {
+        return Ok(None);
+    }
+    let mut r = ImageRef::parse(from).map_err(|e| {
+        hinted(
+            format!("--from {from}: {e}"),
+            "write docker://[HOST/]NAME[:TAG][@sha256:HEX], oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE",
+        )
+    })?;
+    let cwd = std::env::current_dir().context("finding the current directory")?;
+    match &mut r {
+        ImageRef::OciDir { dir: p, .. }
+        | ImageRef::OciArchive { file: p, .. }
+        | ImageRef::DockerArchive { file: p } => *p = cwd.join(&*p),
+        ImageRef::Registry(_) => {}
+    }
+    Ok(Some(r))
 }
 
 /// A relative `--from` path is relative to where the user is.

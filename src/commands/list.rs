@@ -30,6 +30,9 @@ struct InstalledRow {
     branch: String,
     path: String,
     installed_at: String,
+    /// A container image's manifest digest (`sha256:…`), else empty.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    digest: String,
 }
 
 pub fn list(ctx: &Ctx, json: bool) -> Result<()> {
@@ -64,6 +67,7 @@ pub fn list(ctx: &Ctx, json: bool) -> Result<()> {
                     branch: i.manifest.branch.clone(),
                     path: i.root().display().to_string(),
                     installed_at: i.manifest.installed_at.clone(),
+                    digest: i.manifest.digest.clone(),
                 })
                 .collect(),
         });
@@ -91,9 +95,11 @@ pub fn list(ctx: &Ctx, json: bool) -> Result<()> {
             r.installed
                 .iter()
                 .map(|i| {
-                    // The version comes from the index or archive it was
-                    // fetched from: escaped, like every message.
-                    if i.version.is_empty() {
+                    if !i.digest.is_empty() {
+                        // An image: the digest its reference resolved to.
+                        let short: String = i.digest.chars().take(19).collect();
+                        format!("{} ({short})", i.id)
+                    } else if i.version.is_empty() {
                         i.id.clone()
                     } else {
                         format!("{} ({})", i.id, crate::ui::escape(&i.version))

@@ -51,7 +51,11 @@ pub fn dispatch(cmd: Command, ui: Ui) -> Result<i32> {
         Command::Binfmt(b) => binfmt::command(&ctx, b),
         Command::Doctor { json } => doctor::doctor(&ctx, json),
         Command::Reset { target } => reset::reset(&ctx, &target).map(|_| 0),
-        Command::Export { target, file } => export::export(&ctx, &target, &file).map(|_| 0),
+        Command::Export {
+            target,
+            file,
+            format,
+        } => export::export(&ctx, &target, &file, format).map(|_| 0),
         Command::Completions { shell } => completions::completions(shell).map(|_| 0),
         Command::Man { dir } => completions::man(&ctx, &dir).map(|_| 0),
     };

@@ -61,6 +61,8 @@ pub fn reset(ctx: &Ctx, target: &str) -> Result<()> {
             version: m.version.clone(),
             source: m.source.clone(),
             mirror: m.mirror.clone(),
+            digest: m.digest.clone(),
+            platform: m.platform.clone(),
         }),
     };
     fetch::install_locked(&ctx.store, &lock, &ctx.catalog, spec, &req, ctx.ui, None)?;
@@ -96,6 +98,10 @@ fn source(ctx: &Ctx, id: &RootfsId, m: &Manifest) -> Result<String> {
             format!("{id} has no recorded source to reset from"),
             format!("fetch it again: xroot fetch {id} --force"),
         ));
+    }
+    if crate::source::oci::is_image(&m.source) {
+        // The image installed, not whatever its tag names now.
+        return Ok(crate::source::oci::pinned(&m.source, &m.digest));
     }
     if let Some(p) = fetch::transport::local_path(&m.source) {
         if !p.exists() {

@@ -33,6 +33,17 @@
 //!
 //! Later entries replace earlier ones with the same name, as with GNU tar.
 //!
+//! **Image layers** ([`Layers`]): container images are a stack of such
+//! tarballs applied in order onto one tree, with two extra kinds of entry
+//! (the OCI image spec's "whiteouts"): `DIR/.wh.NAME` deletes `DIR/NAME` left
+//! by a lower layer, and `DIR/.wh..wh..opq` empties `DIR` of everything lower
+//! layers put there. Both are found by the same no-symlink walk, deletion is
+//! [`remove`]'s fd-relative one, and neither is ever created as a file. What
+//! the current layer itself made is kept (the tar order of a whiteout and its
+//! siblings is not fixed), as containerd does. A layer may also replace a
+//! lower layer's non-empty directory with a file (the directory goes). Modes
+//! of directories are applied once, after the last layer.
+//!
 //! Where things are: [`input`] meters the tar stream and drains what follows
 //! its end marker, [`place`] creates each entry and applies its metadata,
 //! [`remove`] deletes what [`unpack`] made, and [`sys`] holds the `*at`
@@ -199,14 +210,67 @@ pub fn unpack<R: Read>(
     opts: &Options,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Report, ExtractError> {
+    let root = open_owned(None, dest, DIR).at("open", dest)?;
+    let mut x = Extractor::new(root, opts, false);
+    read_archive(archive, &mut x, progress)?;
+    if x.report.entries == 0 {
+        return Err(ExtractError::Empty);
+    }
+    x.finish_dirs()?;
+    Ok(x.report)
+}
+
+/// Applies container image layers, in order, onto one tree: each is a tar
+/// stream unpacked like [`unpack`] does, plus whiteouts (see the module
+/// docs). Limits count over all layers together.
+pub struct Layers<'a> {
+    x: Extractor<'a>,
+}
+
+impl<'a> Layers<'a> {
+    /// `dest` must be an existing empty directory, as for [`unpack`].
+    pub fn new(dest: &Path, opts: &'a Options) -> Result<Layers<'a>, ExtractError> {
+        let root = open_owned(None, dest, DIR).at("open", dest)?;
+        Ok(Layers {
+            x: Extractor::new(root, opts, true),
+        })
+    }
+
+    /// Applies the next layer (a decompressed tar stream). An empty layer
+    /// is fine (images have them).
+    pub fn apply<R: Read>(
+        &mut self,
+        layer: R,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(), ExtractError> {
+        self.x.start_layer();
+        read_archive(layer, &mut self.x, progress)
+    }
+
+    /// Gives directories their final metadata; what all layers did.
+    pub fn finish(mut self) -> Result<Report, ExtractError> {
+        if self.x.report.entries == 0 {
+            return Err(ExtractError::Empty);
+        }
+        self.x.finish_dirs()?;
+        Ok(self.x.into_report())
+    }
+}
+
+/// Feeds every entry of one tar stream to `x`, then reads to the end of
+/// the stream.
+fn read_archive<R: Read>(
+    archive: R,
+    x: &mut Extractor,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(), ExtractError> {
     let budget = Rc::new(Cell::new(0));
     let inner = Metered {
         inner: archive,
         budget: Rc::clone(&budget),
     };
     let mut archive = tar::Archive::new(inner);
-    let root = open_owned(None, dest, DIR).at("open", dest)?;
-    let mut x = Extractor::new(root, opts);
+    let max_entries = x.max_entries();
     let mut entries = archive.entries().map_err(|e| corrupt(None, e))?;
     loop {
         budget.set(META_BUDGET);
@@ -216,8 +280,8 @@ pub fn unpack<R: Read>(
         };
         let raw = entry.path().map_err(|e| corrupt(None, e))?.into_owned();
         x.report.entries += 1;
-        if x.report.entries > opts.limits.max_entries {
-            let limit = opts.limits.max_entries;
+        if x.report.entries > max_entries {
+            let limit = max_entries;
             return Err(ExtractError::TooManyEntries { path: raw, limit });
         }
         let rel = normalize(&raw).map_err(|reason| refused(&raw, reason))?;
@@ -226,12 +290,7 @@ pub fn unpack<R: Read>(
         }
         x.entry(&mut entry, &rel, progress)?;
     }
-    if x.report.entries == 0 {
-        return Err(ExtractError::Empty);
-    }
-    read_to_end_of_stream(archive.into_inner(), &budget)?;
-    x.finish_dirs()?;
-    Ok(x.report)
+    read_to_end_of_stream(archive.into_inner(), &budget)
 }
 
 /// Types whose data we copy into a regular file. The `tar` crate expands GNU

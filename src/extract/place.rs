@@ -3,12 +3,12 @@
 //! component at a time with `O_NOFOLLOW` ([`Extractor::open_dir`]).
 
 use std::cmp::Reverse;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -57,6 +57,17 @@ struct DirMeta {
     mtime: u64,
 }
 
+/// What applying image layers needs on top (see [`super::Layers`]).
+#[derive(Default)]
+struct LayerState {
+    /// Paths the current layer created or declared: whiteouts spare them.
+    this_layer: HashSet<PathBuf>,
+    /// Owner records by path: a later layer's entry replaces (or, when it
+    /// has nothing to record, drops) an earlier one's, and a deleted path
+    /// takes its records with it.
+    owners: BTreeMap<PathBuf, OwnerRecord>,
+}
+
 /// One archive's placement under `dest`: [`unpack`](super::unpack) feeds it
 /// each entry, then calls [`Extractor::finish_dirs`].
 pub(super) struct Extractor<'a> {
@@ -66,18 +77,121 @@ pub(super) struct Extractor<'a> {
     /// Directory entries, applied last (see [`Extractor::finish_dirs`]).
     dirs: BTreeMap<PathBuf, DirMeta>,
     buf: Vec<u8>,
+    /// Set when applying image layers (whiteouts are honoured).
+    layer: Option<LayerState>,
 }
 
 impl<'a> Extractor<'a> {
     /// `root` is the open `dest` directory that every path is walked from.
-    pub(super) fn new(root: OwnedFd, opts: &'a Options) -> Extractor<'a> {
+    /// `layers`: entries are image layers' (see [`super::Layers`]).
+    pub(super) fn new(root: OwnedFd, opts: &'a Options, layers: bool) -> Extractor<'a> {
         Extractor {
             root,
             opts,
             report: Report::default(),
             dirs: BTreeMap::new(),
             buf: vec![0; 64 * 1024],
+            layer: layers.then(LayerState::default),
         }
+    }
+
+    pub(super) fn max_entries(&self) -> u64 {
+        self.opts.limits.max_entries
+    }
+
+    /// A new image layer begins: whiteouts now spare only what it makes.
+    pub(super) fn start_layer(&mut self) {
+        if let Some(l) = &mut self.layer {
+            l.this_layer.clear();
+        }
+    }
+
+    /// The report, with the owner records of layers folded in.
+    pub(super) fn into_report(mut self) -> Report {
+        if let Some(l) = self.layer.take() {
+            self.report.owners.extend(l.owners.into_values());
+        }
+        self.report
+    }
+
+    /// Notes that the current layer made or declared `rel` (layers only),
+    /// dropping what lower layers recorded about its owner.
+    fn mark(&mut self, rel: &Path) {
+        if let Some(l) = &mut self.layer {
+            l.owners.remove(rel);
+            l.this_layer.insert(rel.to_owned());
+        }
+    }
+
+    /// Applies a whiteout entry `rel` (`DIR/.wh.NAME` or `DIR/.wh..wh..opq`).
+    /// Returns false if `rel` is not a whiteout.
+    fn whiteout(&mut self, rel: &Path) -> Result<bool, ExtractError> {
+        let Some(name) = rel
+            .file_name()
+            .and_then(|n| n.as_bytes().strip_prefix(b".wh."))
+        else {
+            return Ok(false);
+        };
+        if name.is_empty() || name == b"." || name == b".." {
+            return Err(refused(rel, "is a whiteout with no name"));
+        }
+        let parent = rel.parent().unwrap_or(Path::new("")).to_owned();
+        // A whiteout in a directory no lower layer made has nothing to hide.
+        let Some(dir) = self.walk(&parent, false, rel, "whiteout ", true)? else {
+            return Ok(true);
+        };
+        if name == b".wh..opq" {
+            self.opaque(&dir, &parent)?;
+        } else {
+            let victim = parent.join(OsStr::from_bytes(name));
+            if !self.spared(&victim) {
+                self.delete(&dir, OsStr::from_bytes(name), &victim)?;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Whether the current layer made `rel` (so a whiteout leaves it).
+    fn spared(&self, rel: &Path) -> bool {
+        self.layer
+            .as_ref()
+            .is_some_and(|l| l.this_layer.contains(rel))
+    }
+
+    /// Empties `dir` (at `rel`) of what lower layers made; in directories
+    /// the current layer declared, recursively.
+    fn opaque(&mut self, dir: &OwnedFd, rel: &Path) -> Result<(), ExtractError> {
+        let mut names = Vec::new();
+        let mut list = nix::dir::Dir::openat(Some(dir.as_raw_fd()), ".", DIR, Mode::empty())
+            .at("list", rel)?;
+        for e in list.iter() {
+            let n = e.at("list", rel)?.file_name().to_bytes().to_vec();
+            if n != b"." && n != b".." {
+                names.push(std::ffi::OsString::from_vec(n));
+            }
+        }
+        drop(list);
+        for n in names {
+            let child = rel.join(&n);
+            if !self.spared(&child) {
+                self.delete(dir, &n, &child)?;
+            } else if lstat_at(dir.as_raw_fd(), &n).is_ok_and(|st| is_type(&st, libc::S_IFDIR)) {
+                let sub = open_owned(Some(dir.as_raw_fd()), &n, DIR).at("open", &child)?;
+                self.opaque(&sub, &child)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes `name` in `dir` (at `rel`), a whole tree if it is one, and
+    /// forgets what was noted about anything under it.
+    fn delete(&mut self, dir: &OwnedFd, name: &OsStr, rel: &Path) -> Result<(), ExtractError> {
+        super::remove::remove_at(dir.as_raw_fd(), name).at("remove", rel)?;
+        self.dirs.retain(|p, _| !p.starts_with(rel));
+        if let Some(l) = &mut self.layer {
+            l.owners.retain(|p, _| !p.starts_with(rel));
+        }
+        Ok(())
     }
 
     pub(super) fn entry<R: Read>(
@@ -87,6 +201,9 @@ impl<'a> Extractor<'a> {
         progress: &mut dyn FnMut(u64),
     ) -> Result<(), ExtractError> {
         use tar::EntryType as T;
+        if self.layer.is_some() && self.whiteout(rel)? {
+            return Ok(());
+        }
         let bad = |e| corrupt(Some(rel), e);
         let h = entry.header();
         let kind = h.entry_type();
@@ -186,6 +303,7 @@ impl<'a> Extractor<'a> {
             let mode = Mode::from_bits_truncate(0o755);
             self.place(&dir, name, rel, |d| mkdirat(Some(d), name, mode))?;
         }
+        self.mark(rel);
         let (mode, ids, mtime) = (self.mode_for(meta, false), self.ids(meta, rel)?, meta.mtime);
         self.dirs
             .insert(rel.to_owned(), DirMeta { mode, ids, mtime });
@@ -271,6 +389,20 @@ impl<'a> Extractor<'a> {
         entry: &Path,
         label: &str,
     ) -> Result<OwnedFd, ExtractError> {
+        let fd = self.walk(rel_dir, create, entry, label, false)?;
+        fd.ok_or_else(|| refused(entry, format!("{label}names a missing directory")))
+    }
+
+    /// [`open_dir`](Self::open_dir), where `missing_ok` turns a missing
+    /// directory into `None` instead of a refusal.
+    fn walk(
+        &self,
+        rel_dir: &Path,
+        create: bool,
+        entry: &Path,
+        label: &str,
+        missing_ok: bool,
+    ) -> Result<Option<OwnedFd>, ExtractError> {
         let mut cur = self.root.try_clone().at("open", entry)?;
         let mut prefix = PathBuf::new();
         for comp in rel_dir.components() {
@@ -297,11 +429,12 @@ impl<'a> Extractor<'a> {
                         false => through("is not a directory"),
                     };
                 }
+                Err(Errno::ENOENT) if missing_ok => return Ok(None),
                 Err(Errno::ENOENT) => return through("does not exist"),
                 Err(e) => return Err(e).at("open directory", &prefix),
             };
         }
-        Ok(cur)
+        Ok(Some(cur))
     }
 
     /// Runs `create` for `name` in `dir`. If the name is taken, a later entry
@@ -315,11 +448,19 @@ impl<'a> Extractor<'a> {
         create: impl Fn(RawFd) -> nix::Result<T>,
     ) -> Result<T, ExtractError> {
         let d = dir.as_raw_fd();
+        let lower = self.layer.is_some() && !self.spared(rel);
+        self.mark(rel);
         match create(d) {
             Err(Errno::EEXIST) => {}
             res => return res.at("create", rel),
         }
         let was_dir = is_type(&lstat_at(d, name).at("inspect", rel)?, libc::S_IFDIR);
+        if was_dir && lower {
+            // A lower layer's directory, hidden by this layer's entry.
+            self.delete(dir, name, rel)?;
+            self.mark(rel);
+            return create(d).at("create", rel);
+        }
         let how = match was_dir {
             true => UnlinkatFlags::RemoveDir,
             false => UnlinkatFlags::NoRemoveDir,
@@ -368,12 +509,18 @@ impl<'a> Extractor<'a> {
         let owner_lost = !self.opts.chown && (meta.uid != 0 || meta.gid != 0);
         if owner_lost || applied.is_some_and(|mode| mode != meta.mode) {
             let (path, uid, gid, mode) = (rel.to_owned(), meta.uid, meta.gid, meta.mode);
-            self.report.owners.push(OwnerRecord {
+            let rec = OwnerRecord {
                 path,
                 uid,
                 gid,
                 mode,
-            });
+            };
+            match &mut self.layer {
+                Some(l) => {
+                    l.owners.insert(rec.path.clone(), rec);
+                }
+                None => self.report.owners.push(rec),
+            }
         }
     }
 }

@@ -45,7 +45,8 @@ pub fn remove_tree(path: &Path) -> io::Result<()> {
     }
 }
 
-fn remove_at(parent: RawFd, name: &OsStr) -> io::Result<()> {
+/// Deletes `name` in the directory `parent`, a whole tree if it is one.
+pub(super) fn remove_at(parent: RawFd, name: &OsStr) -> io::Result<()> {
     let st = match lstat_at(parent, name) {
         Err(Errno::ENOENT) => return Ok(()),
         res => res?,

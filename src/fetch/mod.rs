@@ -18,12 +18,13 @@ pub mod transport;
 
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
 use crate::error::hinted;
 use crate::extract;
+use crate::source::oci;
 use crate::specs::{Catalog, Source, Spec};
 use crate::store::{self, Installed, Manifest, RootfsId, Store};
 use crate::ui::Ui;
@@ -60,6 +61,9 @@ pub struct Origin {
     pub version: String,
     pub source: String,
     pub mirror: String,
+    /// A container image's manifest digest and platform (else empty).
+    pub digest: String,
+    pub platform: String,
 }
 
 /// Runs on a verified, unpacked staging tree (its `root/`) just before the
@@ -152,6 +156,9 @@ pub fn install_locked(
     }
     let cfg = transport::Config::from_knobs();
     let transport = transport::Transport::new(cfg.clone());
+    if let Some(from) = req.from.as_deref().filter(|f| oci::is_image(f)) {
+        return install_image(store, catalog, spec, req, from, &transport, ui, hook);
+    }
     let plan = resolve(&transport, spec, req, ui)?;
     let remote = transport::local_path(&plan.url).is_none();
     // One budget for the whole download: connection retries, resumes of a
@@ -496,6 +503,41 @@ fn install(
         }
     };
     check_arch(catalog, spec, &root).inspect_err(|_| cleanup())?;
+    let kept = copy_ok && fs::rename(&cache_part, &cache_final).is_ok();
+    if !kept {
+        cleanup();
+    }
+    let origin = req.record_as.clone().unwrap_or_else(|| Origin {
+        branch: plan.branch.clone(),
+        version: plan.version.clone(),
+        source: plan.url.clone(),
+        mirror: plan.mirror.clone(),
+        ..Origin::default()
+    });
+    let tarball = kept.then(|| cache_final.clone());
+    commit_tree(
+        store, spec, req, staging, report, origin, sha256, tarball, ui, hook,
+    )
+}
+
+/// The end of every install: mount points made, owners applied (or
+/// recorded), the manifest written, the `--packages` hook run, and the
+/// staging tree committed.
+#[allow(clippy::too_many_arguments)]
+fn commit_tree(
+    store: &Store,
+    spec: &Spec,
+    req: &Request,
+    staging: &Path,
+    report: extract::Report,
+    origin: Origin,
+    sha256: String,
+    tarball: Option<PathBuf>,
+    ui: Ui,
+    hook: Option<PostExtract>,
+) -> Result<Installed> {
+    let root = staging.join("root");
+    let chown = nix::unistd::geteuid().is_root();
     crate::rootfs::prepare_mountpoints(&root)?;
     for (p, why) in report.skipped.iter().take(5) {
         ui.info(format!("skipped {}: {why}", p.display()));
@@ -523,16 +565,6 @@ fn install(
         fs::write(staging.join("owners.tsv"), text)
             .with_context(|| format!("writing {}", staging.join("owners.tsv").display()))?;
     }
-    let kept = copy_ok && fs::rename(&cache_part, &cache_final).is_ok();
-    if !kept {
-        cleanup();
-    }
-    let origin = req.record_as.clone().unwrap_or_else(|| Origin {
-        branch: plan.branch.clone(),
-        version: plan.version.clone(),
-        source: plan.url.clone(),
-        mirror: plan.mirror.clone(),
-    });
     let manifest = Manifest {
         arch: spec.name.clone(),
         name: req.id.name.clone(),
@@ -542,9 +574,11 @@ fn install(
         source: origin.source,
         mirror: origin.mirror,
         installed_at: store::now_rfc3339(),
-        tarball: kept.then(|| cache_final.clone()),
+        tarball,
         owners_recorded,
         packages: req.packages.clone(),
+        digest: origin.digest,
+        platform: origin.platform,
     };
     if let Some(hook) = hook {
         hook(&root, &manifest)?;
@@ -566,6 +600,108 @@ fn install(
     store
         .get(&req.id)?
         .context("the rootfs vanished right after installing it")
+}
+
+/// Installs a container image (`--from docker://...`, `oci:`, ...): the
+/// image's layers are applied into a fresh staging tree by
+/// [`oci::populate`], then committed as any rootfs is.
+#[allow(clippy::too_many_arguments)]
+fn install_image(
+    store: &Store,
+    catalog: &Catalog,
+    spec: &Spec,
+    req: &Request,
+    from: &str,
+    transport: &transport::Transport,
+    ui: Ui,
+    hook: Option<PostExtract>,
+) -> Result<Installed> {
+    let image = oci::ImageRef::parse(from).map_err(|e| {
+        hinted(
+            format!("--from {from}: {e}"),
+            "write docker://[HOST/]NAME[:TAG][@sha256:HEX], oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE",
+        )
+    })?;
+    let platform = spec.oci_platform.as_deref().ok_or_else(|| {
+        hinted(
+            format!("{} has no container image platform", spec.name),
+            format!(
+                "set oci_platform in your spec for {} (see docs/spec-format.md)",
+                spec.name
+            ),
+        )
+    })?;
+    let platform = oci::Platform::parse(platform)
+        .map_err(|e| hinted(format!("spec {}: {e}", spec.name), "fix its oci_platform"))?;
+    // A transfer that fails mid-way is tried again from the start, within
+    // XROOT_RETRIES; the layers that verified are in the layer cache by
+    // then, so a retry downloads only what is missing.
+    let attempts = transport::Attempts::new(&transport::Config::from_knobs());
+    loop {
+        let staging = store.staging(&req.id)?;
+        let result = (|| {
+            let root = staging.join("root");
+            fs::create_dir(&root).with_context(|| format!("creating {}", root.display()))?;
+            let opts = extract::Options {
+                limits: req.limits,
+                chown: nix::unistd::geteuid().is_root(),
+            };
+            let cx = oci::Context {
+                transport,
+                arch: &spec.name,
+                platform: platform.clone(),
+                cache: oci::cache_dir(&store.cache_dir()),
+                work: staging.clone(),
+                opts: &opts,
+                ui,
+            };
+            let pulled = oci::populate(&cx, &image, &root)?;
+            check_arch(catalog, spec, &root)?;
+            let index = match &pulled.index_digest {
+                Some(d) => format!(", chosen from index {d}"),
+                None => String::new(),
+            };
+            ui.info(format!(
+                "{}: image {} for {}{index}; {} layers, {} from the layer cache",
+                pulled.source, pulled.digest, pulled.platform, pulled.layers, pulled.cached
+            ));
+            let origin = req.record_as.clone().unwrap_or(Origin {
+                branch: String::new(),
+                version: pulled.tag.clone(),
+                source: pulled.source.clone(),
+                mirror: String::new(),
+                digest: pulled.digest.clone(),
+                platform: pulled.platform.clone(),
+            });
+            let hexd = pulled.digest.trim_start_matches("sha256:").to_string();
+            commit_tree(
+                store,
+                spec,
+                req,
+                &staging,
+                pulled.report,
+                origin,
+                hexd,
+                None,
+                ui,
+                hook,
+            )
+        })();
+        if result.is_err() {
+            // Nothing half-done: the staging tree goes; the store is as before.
+            let _ = store::remove_tree(&staging);
+        }
+        match result {
+            Err(e) if crate::error::is_retryable(&e) => match attempts.next() {
+                Some((n, delay)) => {
+                    ui.warn(format!("{e}; retrying ({n}/{})", attempts.max()));
+                    std::thread::sleep(delay);
+                }
+                None => return Err(e),
+            },
+            result => return result,
+        }
+    }
 }
 
 /// How much more of a download is read and hashed once its extraction has

@@ -169,6 +169,30 @@ impl Transport {
         })
     }
 
+    /// The HTTP agent (its timeouts and user agent), for requests that need
+    /// headers of their own (the registry client); send them with [`call`](Self::call).
+    pub fn agent(&self) -> &ureq::Agent {
+        &self.agent
+    }
+
+    /// Sends `req`, retrying transient failures (connection errors, 5xx,
+    /// 429) within a fresh attempt budget. An HTTP error status is returned
+    /// as is, for the caller to act on (a registry's 401 asks for a token).
+    // ureq's own error type, unboxed: callers match on its status.
+    #[allow(clippy::result_large_err)]
+    pub fn call(&self, req: &ureq::Request) -> Result<ureq::Response, ureq::Error> {
+        let attempts = Attempts::new(&self.cfg);
+        loop {
+            match follow(&self.agent, req) {
+                Err(e) if transient_ureq(&e) => match attempts.next() {
+                    Some((_, delay)) => std::thread::sleep(delay),
+                    None => return Err(e),
+                },
+                res => return res,
+            }
+        }
+    }
+
     /// GET `url` (http or https), retrying transient failures while
     /// `attempts` allows.
     fn request(&self, url: &str, attempts: &Attempts) -> Result<ureq::Response> {
@@ -329,6 +353,46 @@ pub(super) fn call(
     Err(Failure::TooManyRedirects)
 }
 
+/// Sends `req`, following redirects as [`call`] does (each `Location`
+/// checked first), keeping its headers but dropping `Authorization` when a
+/// redirect leaves the host (a registry's blob handed to a CDN must not get
+/// the registry's token). A refused or endless redirect comes back as the
+/// 3xx status itself.
+fn follow(agent: &ureq::Agent, req: &ureq::Request) -> Result<ureq::Response, ureq::Error> {
+    let mut cur = req.clone();
+    for _ in 0..=MAX_REDIRECTS {
+        let resp = cur.clone().call()?;
+        if !(300..400).contains(&resp.status()) {
+            return Ok(resp);
+        }
+        let from = resp.get_url().to_string();
+        let Some(target) = resp
+            .header("Location")
+            .and_then(|l| redirect_target(&from, l).ok())
+        else {
+            return Err(ureq::Error::Status(resp.status(), resp));
+        };
+        let host = |u: &str| {
+            url::Url::parse(u)
+                .ok()
+                .map(|u| (u.host_str().map(str::to_string), u.port_or_known_default()))
+        };
+        let same_host = host(&from) == host(&target);
+        let mut next = agent.get(&target);
+        for name in cur.header_names() {
+            if name.eq_ignore_ascii_case("authorization") && !same_host {
+                continue;
+            }
+            if let Some(v) = cur.header(&name) {
+                next = next.set(&name, v);
+            }
+        }
+        cur = next;
+    }
+    let resp = cur.call()?;
+    Err(ureq::Error::Status(resp.status(), resp))
+}
+
 /// The URL a `Location` header sends `base` to, if xroot follows it.
 fn redirect_target(base: &str, location: &str) -> Result<String, String> {
     let base = url::Url::parse(base).map_err(|e| e.to_string())?;
@@ -347,10 +411,14 @@ fn redirect_target(base: &str, location: &str) -> Result<String, String> {
 
 /// Whether trying the same request again may help.
 pub(super) fn transient(e: &Failure) -> bool {
-    let Failure::Ureq(e) = e else {
-        return false;
-    };
-    match &**e {
+    match e {
+        Failure::Ureq(e) => transient_ureq(e),
+        _ => false,
+    }
+}
+
+fn transient_ureq(e: &ureq::Error) -> bool {
+    match e {
         ureq::Error::Status(code, _) => *code >= 500 || *code == 429 || *code == 408,
         ureq::Error::Transport(t) => !matches!(
             t.kind(),

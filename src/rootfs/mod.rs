@@ -362,22 +362,27 @@ pub fn prepare_mountpoints(root: &Path) -> Result<()> {
             Err(e) => return Err(e).with_context(|| format!("creating {}/{d}", root.display())),
         }
     }
-    // Only inside a real /etc directory, never through a symlink.
-    if let Ok(etc) = tree.open_beneath(Path::new("etc"), OFlags::PATH | OFlags::DIRECTORY) {
-        match rustix::fs::openat(
-            &etc,
-            "resolv.conf",
-            OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::WRONLY | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o644),
-        ) {
-            Ok(_) | Err(Errno::EXIST) => {}
-            Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("creating {}/etc/resolv.conf", root.display()))
-            }
-        }
+    // Only inside a real /etc directory, never through a symlink: a tree
+    // whose /etc is anything else is refused (no Linux system has that,
+    // and one pointing at a host directory is an attack).
+    let etc = tree
+        .open_beneath(Path::new("etc"), OFlags::PATH | OFlags::DIRECTORY)
+        .map_err(|e| {
+            crate::error::hinted(
+                format!("the rootfs's /etc is not a directory ({e})"),
+                "this does not look like a Linux root filesystem; nothing was installed",
+            )
+        })?;
+    match rustix::fs::openat(
+        &etc,
+        "resolv.conf",
+        OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::WRONLY | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o644),
+    ) {
+        // Present already, as a file or a link (the sandbox binds over it).
+        Ok(_) | Err(Errno::EXIST) => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("creating {}/etc/resolv.conf", root.display())),
     }
-    Ok(())
 }
 
 #[cfg(test)]

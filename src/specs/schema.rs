@@ -23,6 +23,12 @@ pub struct Spec {
     pub qemu: String,
     pub binfmt: Magic,
     pub source: Source,
+    /// The platform of this arch's container images, `OS/ARCH[/VARIANT]`
+    /// with Go's names (`linux/arm/v7`): which image `fetch --from
+    /// docker://...` picks from a multi-platform index, and what `export
+    /// --format oci` writes into the image config.
+    #[serde(default)]
+    pub oci_platform: Option<String>,
 }
 
 /// The binfmt_misc magic and mask (offset 0), as qemu's own
@@ -112,6 +118,19 @@ pub fn check_file(file: &str, spec: &Spec) -> Result<(), String> {
             "rootfs-specs/{file} names arch {:?}; the file must be named after it",
             spec.name
         ));
+    }
+    if let Some(p) = &spec.oci_platform {
+        let parts: Vec<&str> = p.split('/').collect();
+        let word = |w: &str| {
+            !w.is_empty()
+                && w.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        };
+        if !(2..=3).contains(&parts.len()) || !parts.iter().all(|w| word(w)) {
+            return Err(format!(
+                "rootfs-specs/{file}: oci_platform {p:?} is not OS/ARCH[/VARIANT] with Go's names (e.g. linux/arm/v7)"
+            ));
+        }
     }
     if let Source::Tarball {
         sha256: None,

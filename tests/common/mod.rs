@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod faults;
+pub mod oci;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

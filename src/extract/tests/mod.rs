@@ -2,6 +2,7 @@
 //! builders and the sandbox are here; the tests are grouped by what they check.
 
 mod input;
+mod layers;
 mod placed;
 mod refused;
 mod remove;

@@ -358,6 +358,8 @@ pub(super) fn call(
 /// redirect leaves the host (a registry's blob handed to a CDN must not get
 /// the registry's token). A refused or endless redirect comes back as the
 /// 3xx status itself.
+// ureq's own error type, unboxed, as [`Transport::call`] returns it.
+#[allow(clippy::result_large_err)]
 fn follow(agent: &ureq::Agent, req: &ureq::Request) -> Result<ureq::Response, ureq::Error> {
     let mut cur = req.clone();
     for _ in 0..=MAX_REDIRECTS {

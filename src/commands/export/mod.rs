@@ -240,9 +240,9 @@ fn write_image(
         inner.into_inner().map_err(|e| werr(e.into_error()))?;
         let layer = image::Layer {
             path: &layer_path,
-            digest: format!("sha256:{}", hex::encode(&hash.finalize())),
+            digest: format!("sha256:{}", hex::encode(hash.finalize())),
             size: bytes,
-            diff_id: format!("sha256:{}", hex::encode(&diff)),
+            diff_id: format!("sha256:{}", hex::encode(diff)),
         };
         let mut out = Hashing::new(BufWriter::new(create_private(tmp)?));
         image::write(&mut out, kind, img, &layer)?;
@@ -259,7 +259,7 @@ fn finish(out: Hashing<BufWriter<File>>, path: &Path) -> Result<(u64, String)> {
     let werr = |e: io::Error| anyhow::Error::new(e).context(format!("writing {}", path.display()));
     let f = inner.into_inner().map_err(|e| werr(e.into_error()))?;
     f.sync_all().map_err(werr)?;
-    Ok((bytes, hex::encode(&hash.finalize())))
+    Ok((bytes, hex::encode(hash.finalize())))
 }
 
 /// Writes the tree under `root` to a new file `tmp` (its parent directory

@@ -346,7 +346,7 @@ pub fn pinned(source: &str, digest: &str) -> String {
 
 /// `sha256:…` of some bytes.
 pub fn sha256_digest(b: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(&Sha256::digest(b)))
+    format!("sha256:{}", hex::encode(Sha256::digest(b)))
 }
 
 fn short(d: &str) -> String {

@@ -85,7 +85,7 @@ pub(super) fn apply_layer(
             "try again; nothing was installed",
         ));
     }
-    let got = format!("sha256:{}", hex::encode(&v.hash.finalize_reset()));
+    let got = format!("sha256:{}", hex::encode(v.hash.finalize_reset()));
     if v.bytes != desc.size() || got != desc.digest().as_ref() {
         return Err(Mismatch(format!(
             "got {} bytes with digest {got}, expected {} bytes with digest {}",
@@ -96,7 +96,7 @@ pub(super) fn apply_layer(
         .into());
     }
     applied?;
-    let got = format!("sha256:{}", hex::encode(&diff.finalize()));
+    let got = format!("sha256:{}", hex::encode(diff.finalize()));
     if got != diff_id {
         return Err(Mismatch(format!(
             "its uncompressed content has digest {got}, the config says {diff_id}"

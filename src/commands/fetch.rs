@@ -279,6 +279,10 @@ fn apk_add(
         create_user: false,
         workdir_is_default: false,
         close_fds: Vec::new(),
+        // apk is guest code: it gets a terminal of its own too.
+        terminal: sandbox::pty::Terminal::detect(),
+        preserve_fds: 0,
+        network: sandbox::confine::Network::Host,
     };
     ui.info(format!("adding {list} to {id} (apk add)"));
     let status = sandbox::run(&cfg);

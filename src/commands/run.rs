@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use super::Ctx;
-use crate::cli::GuestArgs;
+use crate::cli::{GuestArgs, NetworkMode};
 use crate::error::hinted;
 use crate::fetch::{check_arch, check_header, shell_header};
 use crate::sandbox::{self, Bind};
@@ -28,6 +28,9 @@ const SYSTEM_DIRS: [&str; 16] = [
 ];
 
 pub fn run(ctx: &Ctx, arch: Option<String>, g: GuestArgs, cmd: Vec<String>) -> Result<i32> {
+    // Before xroot opens anything: a free number in the range would be
+    // taken by one of xroot's own descriptors and handed to the guest.
+    check_preserved_fds(g.preserve_fds)?;
     let (spec, rootfs, lock_name) = target(ctx, arch.as_deref(), &g, &cmd[0])?;
     // Shared lock: `xroot rm` of this rootfs waits for us to finish.
     let lock = ctx.store.lock_named(&lock_name, false, true)?;
@@ -181,6 +184,12 @@ pub fn run(ctx: &Ctx, arch: Option<String>, g: GuestArgs, cmd: Vec<String>) -> R
         create_user: g.create_user,
         workdir_is_default,
         close_fds: lock.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect(),
+        terminal: sandbox::pty::Terminal::detect(),
+        preserve_fds: g.preserve_fds,
+        network: match g.network {
+            NetworkMode::Host => sandbox::confine::Network::Host,
+            NetworkMode::None => sandbox::confine::Network::None,
+        },
     };
     crate::ui::trace("configured");
     let result = sandbox::run(&cfg);
@@ -263,6 +272,29 @@ fn target<'c>(
     let root = installed.root();
     check_arch(&ctx.catalog, spec, &root).with_context(|| format!("checking {id}"))?;
     Ok((spec, root, id.dir_name()))
+}
+
+/// `--preserve-fds N`: fds 3..3+N must all be open.
+fn check_preserved_fds(n: u32) -> Result<()> {
+    if n > 1 << 20 {
+        return Err(hinted(
+            format!("--preserve-fds {n} is more descriptors than a process can have"),
+            "give the number of descriptors from 3 on to pass to the command",
+        ));
+    }
+    for fd in 3..3 + n as i32 {
+        // SAFETY: F_GETFD only inspects the descriptor table.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            return Err(hinted(
+                format!("--preserve-fds {n}: file descriptor {fd} is not open"),
+                format!(
+                    "open descriptors 3 to {} for xroot (e.g. `3<file`), or pass a smaller N",
+                    2 + n
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn parse_bind(s: &str, readonly: bool) -> Result<Bind> {

@@ -16,12 +16,13 @@
 //! process cannot map subordinate ids itself; `newuidmap` must do it from
 //! outside).
 
+pub mod confine;
 mod init;
 mod mounts;
+pub mod pty;
 pub mod user;
 
 use std::ffi::CString;
-use std::io::Read;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
 
@@ -70,6 +71,14 @@ pub struct Config {
     pub workdir_is_default: bool,
     /// Caller fds to close in the guest's PID 1.
     pub close_fds: Vec<RawFd>,
+    /// The caller's terminal, when any of fds 0-2 is one: the guest then
+    /// gets a pty of its own, relayed (see `pty`).
+    pub terminal: Option<pty::Terminal>,
+    /// --preserve-fds N: fds 3..3+N reach the command; every other fd
+    /// above 2 is closed at its exec.
+    pub preserve_fds: u32,
+    /// --network.
+    pub network: confine::Network,
 }
 
 /// Runs the guest and returns its exit status (128+N if killed by signal N).
@@ -82,20 +91,32 @@ pub fn run(cfg: &Config) -> Result<i32> {
     let (status_r, status_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| anyhow::anyhow!("creating a pipe: {e}"))?;
     let w = status_w.as_raw_fd();
-    let pid = userns::spawn(flags, &cfg.idmap, &mut || child(cfg, w))?;
+    // With a terminal, PID 1 passes the guest pty's master out on this.
+    let chan = cfg.terminal.as_ref().map(|_| pty::channel()).transpose()?;
+    let socks = chan
+        .as_ref()
+        .map(|(ours, theirs)| (ours.as_raw_fd(), theirs.as_raw_fd()));
+    let pid = userns::spawn(flags, &cfg.idmap, &mut || child(cfg, w, socks))?;
     drop(status_w);
-    init::install_forwarding(pid);
-    let mut buf = [0u8; 4];
-    let status = match std::fs::File::from(status_r).read_exact(&mut buf) {
+    init::install_forwarding(pid, false);
+    let mut status_r = std::fs::File::from(status_r);
+    let got = match (chan, &cfg.terminal) {
+        (Some((ours, theirs)), Some(t)) => {
+            drop(theirs);
+            pty::relay(ours, t, &mut status_r)
+        }
+        _ => pty::read_status(&mut status_r),
+    };
+    let status = match got {
         // The command is done; PID 1 may still be tearing down its
         // namespaces: reap it if it is already gone, else leave that to
         // the kernel (and to init, should we exit first).
-        Ok(()) => {
+        Some(buf) => {
             let _ = nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
             Ok(i32::from_le_bytes(buf))
         }
         // PID 1 ended without a status: setup failed (125) or it was killed.
-        Err(_) => userns::wait(pid),
+        None => userns::wait(pid),
     };
     // Signals stay forwarded: `xroot run` exits next. A caller that goes on
     // calls [`restore_signals`].
@@ -109,10 +130,12 @@ pub fn restore_signals() {
 }
 
 /// The child: PID 1 of the new namespaces, its ids already mapped.
-fn child(cfg: &Config, status_fd: RawFd) -> i32 {
+/// `socks`: xroot's and PID 1's ends of the terminal channel.
+fn child(cfg: &Config, status_fd: RawFd, socks: Option<(RawFd, RawFd)>) -> i32 {
     // Inherited fds the guest must not hold (the store lock: a run's lock
     // belongs to xroot outside, which releases it when the command ends).
-    for fd in &cfg.close_fds {
+    // (Everything else above 2 is closed at the command's exec.)
+    for fd in cfg.close_fds.iter().chain(socks.as_ref().map(|s| &s.0)) {
         // SAFETY: closing our copies of the caller's fds.
         unsafe { libc::close(*fd) };
     }
@@ -126,5 +149,15 @@ fn child(cfg: &Config, status_fd: RawFd) -> i32 {
             .unwrap_or_default();
         init::die(125, &format!("{msg}{hint}"));
     }
-    init::run(cfg, status_fd)
+    let slave = match (&cfg.terminal, socks) {
+        (Some(t), Some((_, sock))) => {
+            let s = pty::open_in_guest(t, sock)
+                .unwrap_or_else(|e| init::die(125, &format!("giving the guest a terminal: {e:#}")));
+            // SAFETY: our end of the channel; the master has been sent.
+            unsafe { libc::close(sock) };
+            Some(s)
+        }
+        _ => None,
+    };
+    init::run(cfg, status_fd, slave)
 }

@@ -73,18 +73,35 @@ impl Terminal {
         })
     }
 
-    /// The fd the guest's output is relayed to: stdout if it is the
-    /// terminal, else stderr, else stdin (terminal fds are read-write).
     fn out_fd(&self) -> RawFd {
-        [1, 2, 0]
-            .into_iter()
-            .find(|fd| self.on_tty[*fd as usize])
-            .unwrap_or(1)
+        out_fd(self.on_tty)
     }
 
     fn src_fd(&self) -> RawFd {
-        self.on_tty.iter().position(|t| *t).unwrap_or(0) as RawFd
+        src_fd(self.on_tty)
     }
+}
+
+/// The fd the guest's output is relayed to: stdout if it is a terminal,
+/// else stderr, else stdin (terminal fds are opened read-write).
+fn out_fd(on_tty: [bool; 3]) -> RawFd {
+    [1, 2, 0]
+        .into_iter()
+        .find(|fd| on_tty[*fd as usize])
+        .unwrap_or(1)
+}
+
+/// The terminal whose modes and window size the guest's pty copies.
+fn src_fd(on_tty: [bool; 3]) -> RawFd {
+    on_tty.iter().position(|t| *t).unwrap_or(0) as RawFd
+}
+
+/// Whether we are in the foreground of the terminal on `fd`: a background
+/// job that read it would be stopped (SIGTTIN), so input is relayed only
+/// in the foreground.
+fn in_foreground(fd: RawFd) -> bool {
+    // SAFETY: plain queries.
+    unsafe { libc::tcgetpgrp(fd) == libc::getpgrp() }
 }
 
 fn winsize(fd: RawFd) -> Option<[u16; 4]> {
@@ -283,6 +300,9 @@ fn pump(m: RawFd, t: &Terminal, status: &mut File) -> Option<[u8; 4]> {
     let mut pending: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; 64 << 10];
     loop {
+        // Re-checked after every wake-up: `fg` sends SIGCONT, which
+        // interrupts the poll.
+        let read_input = input_open && pending.is_empty() && in_foreground(0);
         let mut fds = [
             libc::pollfd {
                 fd: status.as_raw_fd(),
@@ -295,11 +315,7 @@ fn pump(m: RawFd, t: &Terminal, status: &mut File) -> Option<[u8; 4]> {
                 revents: 0,
             },
             libc::pollfd {
-                fd: if input_open && pending.is_empty() {
-                    0
-                } else {
-                    -1
-                },
+                fd: if read_input { 0 } else { -1 },
                 events: libc::POLLIN,
                 revents: 0,
             },
@@ -389,9 +405,7 @@ impl RawMode {
     /// None when `fd` is not in the foreground (a background job would be
     /// stopped by SIGTTOU) or its settings cannot be read.
     fn enter(fd: RawFd) -> Option<RawMode> {
-        // SAFETY: plain queries of our own terminal fd.
-        let fg = unsafe { libc::tcgetpgrp(fd) == libc::getpgrp() };
-        if !fg {
+        if !in_foreground(fd) {
             return None;
         }
         // SAFETY: borrowed for the calls below.
@@ -465,5 +479,26 @@ fn spawn_watcher(fd: RawFd, saved: &Termios) -> Option<(File, nix::unistd::Pid)>
             drop(r);
             Some((File::from(w), child))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_goes_to_the_first_terminal_of_stdout_stderr_stdin() {
+        assert_eq!(out_fd([true, true, true]), 1);
+        assert_eq!(out_fd([true, false, true]), 2);
+        assert_eq!(out_fd([true, false, false]), 0);
+        assert_eq!(out_fd([false, true, false]), 1);
+        assert_eq!(out_fd([false, false, true]), 2);
+    }
+
+    #[test]
+    fn modes_come_from_the_first_terminal() {
+        assert_eq!(src_fd([true, true, true]), 0);
+        assert_eq!(src_fd([false, true, true]), 1);
+        assert_eq!(src_fd([false, false, true]), 2);
     }
 }

@@ -208,15 +208,29 @@ impl Pty {
 
     /// Starts `cmd` on the terminal: the slave on fds 1 and 2, and on 0
     /// when `input`; its controlling terminal in a new session.
-    fn spawn(&self, mut cmd: Command, input: bool) -> Child {
-        let dup = || Stdio::from(self.slave.try_clone().unwrap());
-        cmd.stdin(if input { dup() } else { Stdio::null() })
-            .stdout(dup())
-            .stderr(dup());
+    fn spawn(&self, cmd: Command, input: bool) -> Child {
+        self.spawn_on(cmd, [input, true, true], None)
+    }
+
+    /// Starts `cmd` with the slave on each fd of 0-2 that `tty` says
+    /// (/dev/null on the others, or `stdout` there), as its controlling
+    /// terminal in a new session.
+    fn spawn_on(&self, mut cmd: Command, tty: [bool; 3], stdout: Option<Stdio>) -> Child {
+        let io = |t: bool| {
+            if t {
+                Stdio::from(self.slave.try_clone().unwrap())
+            } else {
+                Stdio::null()
+            }
+        };
+        cmd.stdin(io(tty[0]))
+            .stdout(stdout.unwrap_or_else(|| io(tty[1])))
+            .stderr(io(tty[2]));
+        let first = tty.iter().position(|t| *t).unwrap_or(0) as i32;
         // SAFETY: only async-signal-safe calls between fork and exec.
         unsafe {
-            cmd.pre_exec(|| {
-                if libc::setsid() < 0 || libc::ioctl(1, libc::TIOCSCTTY, 0) < 0 {
+            cmd.pre_exec(move || {
+                if libc::setsid() < 0 || libc::ioctl(first, libc::TIOCSCTTY, 0) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
@@ -345,19 +359,22 @@ fn terminal_injection_never_reaches_the_caller() {
         let Some(s) = Setup::new(rootless) else {
             return;
         };
-        for input in [true, false] {
+        // Interactive; output only; stdin and stderr (`xroot run ... | less`).
+        for tty in [[true, true, true], [false, true, true], [true, false, true]] {
             let pty = Pty::open(24, 80);
             let before = pty.termios();
-            let mut child = pty.spawn(s.probe(&[], &["sti"]), input);
+            let mut child = pty.spawn_on(s.probe(&[], &["sti"]), tty, None);
             let code = wait(&mut child, 60, &pty);
             let seen = pty.text();
-            eprintln!("--- {} input={input} status {code}:\n{seen}", s.name());
+            eprintln!("--- {} {tty:?} status {code}:\n{seen}", s.name());
             assert_eq!(code, 0, "{}: {seen}", s.name());
-            assert!(seen.contains("TIOCLINUX fd 2:"), "the probe ran: {seen}");
+            if tty[1] {
+                assert!(seen.contains("TIOCLINUX fd 2:"), "the probe ran: {seen}");
+            }
             let queued = pty.pending_input();
             assert!(
                 !queued.contains("XROOT-INJECTED"),
-                "{} (stdin a terminal: {input}): the guest typed into the caller's terminal: {queued:?}",
+                "{} (terminal on {tty:?}): the guest typed into the caller's terminal: {queued:?}",
                 s.name()
             );
             assert_eq!(pty.termios(), before, "{}: settings changed", s.name());
@@ -408,6 +425,49 @@ fn callers_terminal_is_restored_after_ctrl_c_and_sigkill() {
             .filter(|c| c.starts_with("/probe sleep 100") || c.contains(&*probe.to_string_lossy()))
             .collect();
         assert!(left.is_empty(), "{}: left running: {left:?}", s.name());
+    }
+}
+
+/// Class 1: with stdin a terminal but stdout a pipe (`xroot run ... |
+/// less`), the terminal is shared with the pipeline: xroot leaves its
+/// modes alone (never raw), typed lines reach the guest, Ctrl-D typed there
+/// is the guest's end-of-file.
+#[test]
+fn piped_output_leaves_the_terminal_cooked_and_relays_lines() {
+    for rootless in [false, true] {
+        let Some(s) = Setup::new(rootless) else {
+            return;
+        };
+        let pty = Pty::open(24, 80);
+        let before = pty.termios();
+        let out = s.dir.path().join("out");
+        let file = std::fs::File::create(&out).unwrap();
+        let mut child = pty.spawn_on(
+            s.probe(&[], &["cat"]),
+            [true, false, true],
+            Some(Stdio::from(file)),
+        );
+        let end = Instant::now() + Duration::from_secs(60);
+        while !std::fs::read_to_string(&out).unwrap().contains("reading") {
+            assert!(
+                Instant::now() < end,
+                "{}: the probe never started",
+                s.name()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(
+            pty.termios(),
+            before,
+            "{}: the terminal was changed",
+            s.name()
+        );
+        pty.send("typed line\n");
+        pty.send("\x04");
+        assert_eq!(wait(&mut child, 10, &pty), 0, "{}", pty.text());
+        let got = std::fs::read_to_string(&out).unwrap();
+        assert_eq!(got, "reading\ntyped line\ncat done\n", "{}", s.name());
+        assert_eq!(pty.termios(), before);
     }
 }
 

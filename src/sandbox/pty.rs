@@ -23,10 +23,15 @@
 //! (or is another pty there): `tty`, `ttyname` and programs that reopen
 //! their terminal (`script`, `sudo`, `screen`) would be wrong.
 //!
-//! The relay puts the caller's terminal in raw mode (when its stdin is a
-//! terminal and xroot is in its foreground), so Ctrl-C, Ctrl-Z, Ctrl-\ and
-//! Ctrl-D are bytes that the guest's pty turns into its own signals and
-//! EOF; SIGWINCH is passed on as `TIOCSWINSZ` on the master. The saved
+//! The relay puts the caller's terminal in raw mode when its stdin and
+//! stdout are both terminals (interactive use) and xroot is in its
+//! foreground, so Ctrl-C, Ctrl-Z, Ctrl-\ and Ctrl-D are bytes that the
+//! guest's pty turns into its own signals and EOF; SIGWINCH is passed on as
+//! `TIOCSWINSZ` on the master. With stdin a terminal but stdout not
+//! (`xroot run ... | less`) the terminal is shared with the rest of the
+//! pipeline: its modes are left alone, typed lines are relayed, Ctrl-C
+//! reaches the guest through xroot's signal forwarding and Ctrl-D becomes
+//! the guest pty's end-of-file. The saved
 //! settings are restored on every way out: by the relay when it ends, and
 //! by a small watcher process (forked before raw mode, in its own process
 //! group, ignoring job-control and terminating signals) that restores them
@@ -46,6 +51,10 @@ use nix::sys::termios::{self, SetArg, Termios};
 pub struct Terminal {
     /// Which of fds 0, 1, 2 are terminals: each becomes the guest pty's slave.
     pub on_tty: [bool; 3],
+    /// stdin and stdout are both terminals: interactive use, the caller's
+    /// terminal goes raw. With only stdin a terminal (`xroot run ... |
+    /// less`) its modes are left alone: it is shared with the pipeline.
+    raw: bool,
     /// The settings the guest's pty starts with: the caller's.
     termios: Termios,
     /// rows, columns, x pixels, y pixels.
@@ -61,13 +70,22 @@ impl Terminal {
         // SAFETY: a borrowed fd of ours for the duration of the call.
         let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(src) };
         let mut termios = termios::tcgetattr(fd).ok()?;
-        if !on_tty[0] {
-            // No input through the pty: let the output through unchanged;
-            // the caller's terminal does its own output processing.
+        let raw = on_tty[0] && on_tty[1];
+        if !raw {
+            // The caller's terminal stays as it is and does its own output
+            // processing and echo: the guest's pty lets output through
+            // unchanged and does not echo again.
             termios.output_flags.remove(termios::OutputFlags::OPOST);
+            termios.local_flags.remove(
+                termios::LocalFlags::ECHO
+                    | termios::LocalFlags::ECHOE
+                    | termios::LocalFlags::ECHOK
+                    | termios::LocalFlags::ECHONL,
+            );
         }
         Some(Terminal {
             on_tty,
+            raw,
             termios,
             winsize: winsize(src).unwrap_or([24, 80, 0, 0]),
         })
@@ -252,7 +270,7 @@ pub fn relay(sock: OwnedFd, t: &Terminal, status: &mut File) -> Option<[u8; 4]> 
     let m = master.as_raw_fd();
     // SAFETY: fcntl on our fd.
     unsafe { libc::fcntl(m, libc::F_SETFL, libc::O_NONBLOCK) };
-    let raw = if t.on_tty[0] { RawMode::enter(0) } else { None };
+    let raw = if t.raw { RawMode::enter(0) } else { None };
     SOURCE.store(t.src_fd(), Ordering::Relaxed);
     MASTER.store(m, Ordering::Relaxed);
     // The window may have changed since the sandbox started.
@@ -348,7 +366,12 @@ fn pump(m: RawFd, t: &Terminal, status: &mut File) -> Option<[u8; 4]> {
             } else if n == 0
                 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
             {
-                // The caller's terminal hung up: nothing more to type.
+                // Raw: the caller's terminal hung up. Cooked: Ctrl-D was
+                // typed there; it becomes the guest pty's end-of-file.
+                if !t.raw {
+                    let veof = termios::SpecialCharacterIndices::VEOF as usize;
+                    pending.push(t.termios.control_chars[veof]);
+                }
                 input_open = false;
             }
         }

@@ -121,6 +121,16 @@ int main(int argc, char **argv) {
         sleep(atoi(argv[2]));
         return 0;
     }
+    if (!strcmp(m, "cat")) {
+        /* stdin to stdout until end-of-file. */
+        char buf[256];
+        ssize_t n;
+        printf("reading\n");
+        fflush(stdout);
+        while ((n = read(0, buf, sizeof buf)) > 0) write(1, buf, n);
+        printf("cat done\n");
+        return 0;
+    }
     if (!strcmp(m, "exit") && argc > 2) return atoi(argv[2]);
     return 2;
 }

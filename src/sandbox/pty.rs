@@ -448,9 +448,13 @@ impl Drop for RawMode {
         let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.fd) };
         let _ = termios::tcsetattr(b, SetArg::TCSADRAIN, &self.saved);
         if let Some((mut w, pid)) = self.watcher.take() {
+            // The byte is there before the end-of-file, so the watcher
+            // stands down whenever it runs; not waiting for it saves a
+            // scheduling round trip (milliseconds on a busy machine). It is
+            // reaped here if already gone, else by init after we exit.
             let _ = w.write_all(b"d");
             drop(w);
-            let _ = nix::sys::wait::waitpid(pid, None);
+            let _ = nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
         }
     }
 }

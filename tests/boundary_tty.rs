@@ -384,7 +384,8 @@ fn terminal_injection_never_reaches_the_caller() {
 
 /// Class 1, the relay: Ctrl-C reaches the guest (status 130) and the
 /// caller's terminal is back as it was; `kill -9` of xroot while the
-/// terminal is raw still gives it back (the watcher), and the guest dies.
+/// terminal is raw still gives it back (the watcher), and the guest dies;
+/// a hang-up of the caller's terminal ends the guest and xroot.
 #[test]
 fn callers_terminal_is_restored_after_ctrl_c_and_sigkill() {
     for rootless in [false, true] {
@@ -414,6 +415,24 @@ fn callers_terminal_is_restored_after_ctrl_c_and_sigkill() {
             std::thread::sleep(Duration::from_millis(20));
         }
         assert_eq!(pty.termios(), before, "{}: after kill -9", s.name());
+        // The caller's terminal hangs up (its window closed) while the
+        // guest reads its own pty: the guest's pty is hung up in turn and
+        // xroot ends, instead of relaying for ever from a dead terminal.
+        let pty = Pty::open(24, 80);
+        let mut child = pty.spawn(s.probe(&[], &["cat"]), true);
+        pty.wait_for("reading", 60);
+        // SAFETY: TIOCVHANGUP on our own slave (the test is root).
+        assert_eq!(
+            unsafe { libc::ioctl(pty.slave.as_raw_fd(), libc::TIOCVHANGUP, 0) },
+            0
+        );
+        let code = wait(&mut child, 10, &pty);
+        assert!(
+            code == 0 || code == 129,
+            "{}: after a hang-up: {code}",
+            s.name()
+        );
+
         // The guest went with xroot: no probe left running.
         std::thread::sleep(Duration::from_millis(300));
         let probe = s.dir.path().join("root");
@@ -422,7 +441,11 @@ fn callers_terminal_is_restored_after_ctrl_c_and_sigkill() {
             .flatten()
             .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
             .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-            .filter(|c| c.starts_with("/probe sleep 100") || c.contains(&*probe.to_string_lossy()))
+            .filter(|c| {
+                c.starts_with("/probe sleep 100")
+                    || c.starts_with("/probe cat")
+                    || c.contains(&*probe.to_string_lossy())
+            })
             .collect();
         assert!(left.is_empty(), "{}: left running: {left:?}", s.name());
     }

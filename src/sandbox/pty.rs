@@ -270,13 +270,12 @@ pub fn relay(sock: OwnedFd, t: &Terminal, status: &mut File) -> Option<[u8; 4]> 
     let m = master.as_raw_fd();
     // SAFETY: fcntl on our fd.
     unsafe { libc::fcntl(m, libc::F_SETFL, libc::O_NONBLOCK) };
-    let raw = if t.raw { RawMode::enter(0) } else { None };
+    let mut raw = if t.raw { RawMode::enter(0) } else { None };
     SOURCE.store(t.src_fd(), Ordering::Relaxed);
     MASTER.store(m, Ordering::Relaxed);
     // The window may have changed since the sandbox started.
     resize_on_winch();
-    let got = pump(m, t, status);
-    MASTER.store(-1, Ordering::Relaxed);
+    let got = pump(master, t, status, &mut raw);
     drop(raw);
     got
 }
@@ -311,16 +310,41 @@ fn recv_master(sock: &OwnedFd) -> Option<OwnedFd> {
 
 /// The relay loop: master → the caller's terminal, the caller's stdin
 /// (when a terminal) → master, until the status pipe speaks.
-fn pump(m: RawFd, t: &Terminal, status: &mut File) -> Option<[u8; 4]> {
+/// `raw`: the caller's terminal in raw mode, entered here if xroot started
+/// in the background and is brought to the foreground (`fg`) later.
+///
+/// When the caller's terminal goes away (hang-up: its window closed, the
+/// ssh connection dropped) the master is closed, which hangs up the
+/// guest's pty in turn: its shell gets SIGHUP and end-of-file, as it would
+/// have on the caller's terminal, instead of waiting forever on a pty that
+/// nobody types into.
+fn pump(
+    master: OwnedFd,
+    t: &Terminal,
+    status: &mut File,
+    raw: &mut Option<RawMode>,
+) -> Option<[u8; 4]> {
+    let m = master.as_raw_fd();
+    let mut master = Some(master);
     let out = t.out_fd();
+    let src = t.src_fd();
     let mut input_open = t.on_tty[0];
-    let mut master_open = true;
+    let mut caller_open = true;
     let mut pending: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; 64 << 10];
+    let hang_up = |master: &mut Option<OwnedFd>| {
+        MASTER.store(-1, Ordering::Relaxed);
+        master.take();
+    };
     loop {
         // Re-checked after every wake-up: `fg` sends SIGCONT, which
         // interrupts the poll.
-        let read_input = input_open && pending.is_empty() && in_foreground(0);
+        let fg = caller_open && in_foreground(0);
+        if t.raw && raw.is_none() && fg {
+            *raw = RawMode::enter(0);
+        }
+        let read_input = input_open && pending.is_empty() && fg;
+        let master_open = master.is_some();
         let mut fds = [
             libc::pollfd {
                 fd: status.as_raw_fd(),
@@ -332,21 +356,33 @@ fn pump(m: RawFd, t: &Terminal, status: &mut File) -> Option<[u8; 4]> {
                 events: libc::POLLIN | if pending.is_empty() { 0 } else { libc::POLLOUT },
                 revents: 0,
             },
+            // The caller's terminal: read when it is ours to read; watched
+            // for a hang-up always (poll reports POLLHUP unasked).
             libc::pollfd {
-                fd: if read_input { 0 } else { -1 },
-                events: libc::POLLIN,
+                fd: if caller_open && master_open { src } else { -1 },
+                events: if read_input { libc::POLLIN } else { 0 },
                 revents: 0,
             },
         ];
         // SAFETY: poll over a local array.
         if unsafe { libc::poll(fds.as_mut_ptr(), 3, -1) } < 0 {
-            continue; // EINTR (SIGWINCH, forwarded signals)
+            continue; // EINTR (SIGWINCH, SIGCONT, forwarded signals)
         }
         if fds[1].revents != 0 {
             if fds[1].revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
-                master_open = copy_out(m, out, &mut buf);
+                match copy_out_once(m, out, &mut buf) {
+                    Copy::Closed => {
+                        MASTER.store(-1, Ordering::Relaxed);
+                        master.take();
+                    }
+                    Copy::CallerGone => {
+                        caller_open = false;
+                        hang_up(&mut master);
+                    }
+                    Copy::More | Copy::Empty => {}
+                }
             }
-            if master_open && fds[1].revents & libc::POLLOUT != 0 {
+            if master.is_some() && fds[1].revents & libc::POLLOUT != 0 {
                 // SAFETY: writing from our buffer to our nonblocking fd.
                 let n = unsafe { libc::write(m, pending.as_ptr().cast(), pending.len()) };
                 if n > 0 {
@@ -358,27 +394,37 @@ fn pump(m: RawFd, t: &Terminal, status: &mut File) -> Option<[u8; 4]> {
                 }
             }
         }
-        if fds[2].revents != 0 {
+        if fds[2].revents & libc::POLLIN != 0 && read_input {
             // SAFETY: reading into our buffer.
             let n = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
+            let err = std::io::Error::last_os_error().kind();
             if n > 0 {
                 pending.extend_from_slice(&buf[..n as usize]);
-            } else if n == 0
-                || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
-            {
-                // Raw: the caller's terminal hung up. Cooked: Ctrl-D was
-                // typed there; it becomes the guest pty's end-of-file.
-                if !t.raw {
-                    let veof = termios::SpecialCharacterIndices::VEOF as usize;
-                    pending.push(t.termios.control_chars[veof]);
-                }
+            } else if n == 0 && !t.raw {
+                // Cooked: Ctrl-D was typed there; it becomes the guest
+                // pty's end-of-file.
+                let veof = termios::SpecialCharacterIndices::VEOF as usize;
+                pending.push(t.termios.control_chars[veof]);
                 input_open = false;
+            } else if n == 0
+                || !matches!(
+                    err,
+                    std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock
+                )
+            {
+                // Raw mode reads 0 only on a hang-up; EIO is one too.
+                caller_open = false;
+                hang_up(&mut master);
             }
+        } else if fds[2].revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+            caller_open = false;
+            hang_up(&mut master);
         }
         if fds[0].revents != 0 {
             let got = read_status(status);
             // Whatever the command wrote before it ended.
-            while master_open && copy_out_once(m, out, &mut buf) == Copy::More {}
+            while master.is_some() && copy_out_once(m, out, &mut buf) == Copy::More {}
+            MASTER.store(-1, Ordering::Relaxed);
             return got;
         }
     }
@@ -388,7 +434,10 @@ fn pump(m: RawFd, t: &Terminal, status: &mut File) -> Option<[u8; 4]> {
 enum Copy {
     More,
     Empty,
+    /// Every slave is closed: the guest is done with its terminal.
     Closed,
+    /// Writing to the caller's terminal failed with EIO: it hung up.
+    CallerGone,
 }
 
 /// One read from the master, written to `out`.
@@ -396,11 +445,13 @@ fn copy_out_once(m: RawFd, out: RawFd, buf: &mut [u8]) -> Copy {
     // SAFETY: reading into our buffer from our nonblocking fd.
     let n = unsafe { libc::read(m, buf.as_mut_ptr().cast(), buf.len()) };
     if n > 0 {
-        // SAFETY: a borrowed fd of ours; a failed write (the caller closed
-        // its end) drops the output, the guest runs on.
+        // SAFETY: a borrowed fd of ours. Another failed write (the caller
+        // closed a pipe) drops the output, the guest runs on.
         let mut f = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(out) });
-        let _ = f.write_all(&buf[..n as usize]);
-        return Copy::More;
+        return match f.write_all(&buf[..n as usize]) {
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => Copy::CallerGone,
+            _ => Copy::More,
+        };
     }
     let e = std::io::Error::last_os_error();
     match e.kind() {
@@ -408,11 +459,6 @@ fn copy_out_once(m: RawFd, out: RawFd, buf: &mut [u8]) -> Copy {
         // EIO: every slave is closed (the guest is done with its terminal).
         _ => Copy::Closed,
     }
-}
-
-/// Copies what the master has; false once it is closed for good.
-fn copy_out(m: RawFd, out: RawFd, buf: &mut [u8]) -> bool {
-    copy_out_once(m, out, buf) != Copy::Closed
 }
 
 /// The caller's terminal in raw mode, restored on drop, and by the watcher

@@ -3,10 +3,14 @@
 //! Process layout:
 //!
 //! ```text
-//! xroot (host)              waits, forwards signals, cleans up mount points
+//! xroot (host)              waits, forwards signals, cleans up mount points;
+//!  │                        relays the guest's pty to the caller's terminal
 //!  └─ xroot init (PID 1)    new user+mount+PID+UTS+IPC namespaces; builds the
-//!      │                    filesystem view, pivots into it, reaps orphans
-//!      └─ COMMAND (PID 2)   the guest program, via binfmt_misc → qemu
+//!      │                    filesystem view, pivots into it, reaps orphans;
+//!      │                    opens the guest's pty and passes its master out
+//!      └─ COMMAND (PID 2)   its own session; no fd above 2, a new keyring,
+//!                           Landlock scoping (`confine`); the guest program,
+//!                           via binfmt_misc → qemu
 //! ```
 //!
 //! The user namespace is created first, in the same `clone` as the others,

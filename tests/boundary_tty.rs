@@ -571,6 +571,28 @@ fn shell_in_a_real_pty() {
     pty.send("\x04");
     assert_eq!(wait(&mut child, 20, &pty), 0, "{}", pty.text());
     assert_eq!(pty.termios(), before, "settings after EOF");
+
+    // With --user the pty is the user's, as login(1) makes it: reopening
+    // it by name works.
+    let pty = Pty::open(24, 80);
+    let mut c = env.cmd();
+    c.args([
+        "run",
+        "--user",
+        "nobody",
+        "x86_64",
+        "--",
+        "sh",
+        "-c",
+        "id -u; : > \"$(tty)\" && echo REOPEN-$((1+1))",
+    ]);
+    let mut child = pty.spawn(c, true);
+    assert_eq!(wait(&mut child, 30, &pty), 0, "{}", pty.text());
+    assert!(
+        pty.text().contains("65534") && pty.text().contains("REOPEN-2"),
+        "{}",
+        pty.text()
+    );
 }
 
 /// Class 3: descriptors the caller had open (a root-only file for reading

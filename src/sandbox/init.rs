@@ -196,7 +196,7 @@ fn exec_command(cfg: &Config, slave: Option<RawFd>) -> ! {
     let mut env = cfg.env.clone();
     let mut workdir = cfg.workdir.clone();
     if let Some(wanted) = &cfg.user {
-        let u = switch_user(wanted, cfg.create_user);
+        let u = switch_user(wanted, cfg.create_user, slave);
         env.retain(|e| {
             !["HOME=", "USER=", "LOGNAME="]
                 .iter()
@@ -253,7 +253,9 @@ fn exec_command(cfg: &Config, slave: Option<RawFd>) -> ! {
 }
 
 /// Becomes the `--user` (creating it first with `--create-user`), or exits.
-fn switch_user(wanted: &user::Wanted, create: bool) -> user::Resolved {
+/// `slave`: the guest's pty, given to the user as login(1) gives a tty, so
+/// that reopening it (`ttyname`, `script`) works for them too.
+fn switch_user(wanted: &user::Wanted, create: bool, slave: Option<RawFd>) -> user::Resolved {
     let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
     let mut found = user::resolve(wanted, &read("/etc/passwd"), &read("/etc/group"));
     if found.is_none() && create {
@@ -270,6 +272,10 @@ fn switch_user(wanted: &user::Wanted, create: bool) -> user::Resolved {
             ),
         );
     };
+    if let Some(s) = slave {
+        // SAFETY: fchown of our own fd; a failure leaves it root's.
+        unsafe { libc::fchown(s, u.uid, u32::MAX) };
+    }
     let gids: Vec<Gid> = u.groups.iter().map(|g| Gid::from_raw(*g)).collect();
     // setgroups is denied in a user namespace that maps only root; then
     // the command keeps no supplementary groups, which is all it could have.

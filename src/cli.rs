@@ -172,6 +172,14 @@ pub enum BinfmtMode {
     Host,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NetworkMode {
+    /// The caller's network namespace.
+    Host,
+    /// A network namespace of the guest's own, with only a loopback interface.
+    None,
+}
+
 #[derive(Debug, Args)]
 pub struct BinfmtArgs {
     /// Which binfmt_misc handlers run foreign binaries [default: private when the kernel supports it]
@@ -245,6 +253,14 @@ pub struct GuestArgs {
     /// Create the --user NAME in the guest if it does not exist.
     #[arg(long, requires = "user")]
     pub create_user: bool,
+    /// Pass the caller's file descriptors 3 to 3+N-1 to the command; every
+    /// other descriptor above 2 is closed before it starts.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub preserve_fds: u32,
+    /// The guest's network: `host` shares the caller's (its interfaces and
+    /// 127.0.0.1 services); `none` gives it a namespace with only loopback.
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = NetworkMode::Host)]
+    pub network: NetworkMode,
     #[command(flatten)]
     pub binfmt: BinfmtArgs,
     #[command(flatten)]

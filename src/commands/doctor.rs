@@ -70,6 +70,29 @@ pub fn doctor(ctx: &Ctx, json: bool) -> Result<i32> {
         Some("register host handlers once as root: sudo xroot binfmt install".into()),
     ));
 
+    // Guest boundary protections this kernel gives (issue #13).
+    let abi = crate::sandbox::confine::landlock_abi();
+    let scoping = abi.is_some_and(|a| a >= crate::sandbox::confine::SCOPING_ABI);
+    checks.push(check(
+        "landlock scoping",
+        scoping,
+        match abi {
+            Some(a) if scoping => format!("Landlock ABI {a}: guests cannot reach the host's abstract unix sockets (X11, D-Bus) nor signal processes outside"),
+            Some(a) => format!("Landlock ABI {a} has no scoping (needs ABI 6, Linux 6.12): guests can reach the host's abstract unix sockets"),
+            None => "no Landlock in this kernel: guests can reach the host's abstract unix sockets".to_string(),
+        },
+        Some("use Linux 6.12+ with Landlock enabled (lsm=...,landlock), or run with --network none (a network namespace has its own abstract sockets)".into()),
+    ));
+    let tiocsti = fs::read_to_string("/proc/sys/dev/tty/legacy_tiocsti")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "absent (kernel < 6.2: TIOCSTI always allowed)".into());
+    checks.push(check(
+        "terminal",
+        true,
+        format!("dev.tty.legacy_tiocsti = {tiocsti}; guests never hold the caller's terminal: they get a pty of their own, relayed, in a new session"),
+        None,
+    ));
+
     for spec in ctx.catalog.qemu_targets() {
         if host::native(spec) != Native::No {
             checks.push(check(
@@ -185,7 +208,12 @@ pub fn doctor(ctx: &Ctx, json: bool) -> Result<i32> {
     // Missing qemus for arches nobody uses are not failures of the machine.
     let essential = checks
         .iter()
-        .filter(|c| !c.ok && !c.name.starts_with("qemu-") && c.name != "id map")
+        .filter(|c| {
+            !c.ok
+                && !c.name.starts_with("qemu-")
+                && c.name != "id map"
+                && c.name != "landlock scoping"
+        })
         .count();
     Ok(if essential > 0 { 1 } else { 0 })
 }

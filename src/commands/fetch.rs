@@ -287,6 +287,8 @@ fn apk_add(
     )
     .hostname(format!("xroot-{}", spec.name))
     .binfmt(prepared.registrations, prepared.personality32)
+    // apk is guest code: it gets a terminal of its own too.
+    .terminal(sandbox::pty::Terminal::detect())
     .resolv_conf(
         fs::canonicalize("/etc/resolv.conf")
             .ok()

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use super::Ctx;
-use crate::cli::{CwdBind, Dns, GuestArgs};
+use crate::cli::{CwdBind, Dns, GuestArgs, NetworkMode};
 use crate::error::hinted;
 use crate::fetch::{check_arch, check_header};
 use crate::rootfs::{shell_header, Kind};
@@ -19,6 +19,9 @@ use crate::store::RootfsId;
 use crate::userns::IdMap;
 
 pub fn run(ctx: &Ctx, arch: Option<String>, g: GuestArgs, cmd: Vec<String>) -> Result<i32> {
+    // Before xroot opens anything: a free number in the range would be
+    // taken by one of xroot's own descriptors and handed to the guest.
+    check_preserved_fds(g.preserve_fds)?;
     let (spec, rootfs, lock_name) = target(ctx, arch.as_deref(), &g, &cmd[0])?;
     // Mount points a killed run left in the tree are removed first, when
     // no other run of the tree is using them (see `rootfs::mountpoints`).
@@ -138,6 +141,13 @@ pub fn run(ctx: &Ctx, arch: Option<String>, g: GuestArgs, cmd: Vec<String>) -> R
     } else {
         b = b.journal(journal.clone());
     }
+    b = b
+        .terminal(sandbox::pty::Terminal::detect())
+        .preserve_fds(g.preserve_fds)
+        .network(match g.network {
+            NetworkMode::Host => sandbox::confine::Network::Host,
+            NetworkMode::None => sandbox::confine::Network::None,
+        });
     if let Some(l) = &lock {
         b = b.close_fd(std::os::fd::AsRawFd::as_raw_fd(l));
     }
@@ -349,6 +359,29 @@ fn store_tree_of(ctx: &Ctx, root: &Path) -> Option<String> {
     let trees = ctx.store.rootfs_dir().canonicalize().ok()?;
     let id = root.strip_prefix(&trees).ok()?.components().next()?;
     Some(id.as_os_str().to_str()?.to_string())
+}
+
+/// `--preserve-fds N`: fds 3..3+N must all be open.
+fn check_preserved_fds(n: u32) -> Result<()> {
+    if n > 1 << 20 {
+        return Err(hinted(
+            format!("--preserve-fds {n} is more descriptors than a process can have"),
+            "give the number of descriptors from 3 on to pass to the command",
+        ));
+    }
+    for fd in 3..3 + n as i32 {
+        // SAFETY: F_GETFD only inspects the descriptor table.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            return Err(hinted(
+                format!("--preserve-fds {n}: file descriptor {fd} is not open"),
+                format!(
+                    "open descriptors 3 to {} for xroot (e.g. `3<file`), or pass a smaller N",
+                    2 + n
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn parse_bind(s: &str, readonly: bool) -> Result<Bind> {

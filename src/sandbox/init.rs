@@ -6,7 +6,7 @@ use std::ffi::CString;
 use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use nix::sched::CloneFlags;
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
@@ -17,10 +17,17 @@ use super::mounts::Applied;
 use super::{user, Config};
 
 static CHILD: AtomicI32 = AtomicI32::new(0);
+/// Set in PID 1: the command leads a session and process group of its own
+/// (`pty::attach`), so signals typed at a terminal go to that group.
+static GROUP: AtomicBool = AtomicBool::new(false);
 
-/// Signals passed on to the command. SIGINT/SIGQUIT/SIGTSTP typed at the
-/// terminal reach the command directly (same process group), so they are
-/// passed on only when another process sent them (si_code SI_USER).
+/// Signals passed on to the command. SIGINT/SIGQUIT typed at the caller's
+/// terminal (si_code SI_KERNEL) reach xroot and PID 1 directly (same
+/// process group): xroot leaves them to PID 1, which passes them to the
+/// command's whole process group, as the terminal would have (the command
+/// is in a session of its own). In PID 1 a typed SIGTSTP stops that group
+/// too (SIGSTOP: the kernel discards SIGTSTP sent to an orphaned group),
+/// and SIGCONT continues it.
 const FORWARDED: [Signal; 8] = [
     Signal::SIGTERM,
     Signal::SIGHUP,
@@ -36,17 +43,33 @@ extern "C" fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc
     let pid = CHILD.load(Ordering::Relaxed);
     // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
     let code = unsafe { (*info).si_code };
-    let from_tty = (sig == libc::SIGINT || sig == libc::SIGQUIT) && code == libc::SI_KERNEL;
-    if pid > 0 && !from_tty {
-        // SAFETY: kill is async-signal-safe.
-        unsafe { libc::kill(pid, sig) };
+    let typed =
+        matches!(sig, libc::SIGINT | libc::SIGQUIT | libc::SIGTSTP) && code == libc::SI_KERNEL;
+    // With a relay, a resize is copied to the guest's pty instead.
+    if sig == libc::SIGWINCH && super::pty::resize_on_winch() {
+        return;
     }
+    if pid <= 0 {
+        return;
+    }
+    let group = GROUP.load(Ordering::Relaxed);
+    // SAFETY: kill is async-signal-safe.
+    unsafe {
+        match (group, typed || sig == libc::SIGCONT) {
+            (true, true) if sig == libc::SIGTSTP => libc::kill(-pid, libc::SIGSTOP),
+            (true, true) => libc::kill(-pid, sig),
+            (false, true) if typed => 0, // PID 1 got it too
+            _ => libc::kill(pid, sig),
+        }
+    };
 }
 
-/// Installs the forwarding handlers, for the guest's PID 1 and for xroot's
-/// outer process alike, and returns the previous actions.
-pub fn install_forwarding(target: Pid) {
+/// Installs the forwarding handlers, for the guest's PID 1 (`group`: the
+/// target leads its own process group; SIGTSTP is handled too) and for
+/// xroot's outer process.
+pub fn install_forwarding(target: Pid, group: bool) {
     CHILD.store(target.as_raw(), Ordering::Relaxed);
+    GROUP.store(group, Ordering::Relaxed);
     let act = SigAction::new(
         SigHandler::SigAction(forward),
         SaFlags::SA_RESTART | SaFlags::SA_SIGINFO,
@@ -55,6 +78,10 @@ pub fn install_forwarding(target: Pid) {
     for s in FORWARDED {
         // SAFETY: the handler only calls async-signal-safe functions.
         let _ = unsafe { sigaction(s, &act) };
+    }
+    if group {
+        // SAFETY: as above.
+        let _ = unsafe { sigaction(Signal::SIGTSTP, &act) };
     }
 }
 
@@ -80,24 +107,38 @@ pub fn reset_signals() {
 /// unmount or remount read-write what we mounted read-only (/proc/sys,
 /// /sys, /etc/resolv.conf, --ro-bind), which for a root caller would give
 /// host uid 0 write access to host kernel settings. bubblewrap does the same.
-pub fn run(cfg: &Config, applied: &Applied, status_fd: RawFd) -> ! {
+/// `slave`: the guest pty's slave (see `pty`), closed here once the command
+/// has its copies.
+pub fn run(
+    cfg: &Config,
+    applied: &Applied,
+    status_fd: RawFd,
+    slave: Option<std::os::fd::OwnedFd>,
+) -> ! {
     let nested = cfg.idmap.nested();
     // The guest's UTS and IPC namespaces are made here, owned by the nested
     // user namespace, so the guest's root may set its hostname and manage
     // SysV IPC (and nothing of the host's is shared).
-    let flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
+    let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
+    // --network none: a network namespace owned by the guest's user
+    // namespace, so guest root may configure it (and bind low ports).
+    if cfg.network == super::confine::Network::None {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    let slave_fd = slave.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
     // The command shares our memory until its exec (no copy: faster). With
     // --user it reads the guest's user database and may run `adduser`
     // first, in a copy of our memory as usual.
     let spawned = if cfg.user.is_none() {
-        crate::userns::spawn_exec(flags, &nested, &mut || exec_command(cfg, applied))
+        crate::userns::spawn_exec(flags, &nested, &mut || exec_command(cfg, applied, slave_fd))
     } else {
-        crate::userns::spawn(flags, &nested, &mut || exec_command(cfg, applied))
+        crate::userns::spawn(flags, &nested, &mut || exec_command(cfg, applied, slave_fd))
     };
+    drop(slave);
     match spawned {
         Err(e) => die(125, &format!("cannot start the command: {e:#}")),
         Ok(child) => {
-            install_forwarding(child);
+            install_forwarding(child, true);
             loop {
                 match waitpid(None, Some(WaitPidFlag::__WALL)) {
                     Ok(WaitStatus::Exited(pid, code)) if pid == child => report(status_fd, code),
@@ -114,13 +155,30 @@ pub fn run(cfg: &Config, applied: &Applied, status_fd: RawFd) -> ! {
 }
 
 /// The command's side: never returns; failures leave through [`die_child`].
-fn exec_command(cfg: &Config, applied: &Applied) -> ! {
+fn exec_command(cfg: &Config, applied: &Applied, slave: Option<RawFd>) -> ! {
     // Signals: execve resets caught ones to their defaults, and nothing is
     // blocked; only SIGPIPE, which xroot ignores (as Rust programs do), must
     // be given back to the guest. (The parent-death signal is already set
     // by `userns::spawn*`.)
     // SAFETY: restoring a default disposition.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    // A session of its own, on the guest's pty when there is one: the
+    // caller's terminal is nobody's controlling terminal in here.
+    let on_tty = cfg.terminal.as_ref().map_or([false; 3], |t| t.on_tty);
+    if let Err(e) = super::pty::attach(slave, on_tty) {
+        die_child(
+            125,
+            &format!("giving the command its own session and terminal: {e}"),
+        );
+    }
+    if cfg.network == super::confine::Network::None {
+        if let Err(e) = super::confine::loopback_up() {
+            die_child(
+                125,
+                &format!("bringing up lo in the guest's network namespace: {e}"),
+            );
+        }
+    }
     // In our own UTS namespace, before any --user drops root.
     if let Err(e) = nix::unistd::sethostname(&cfg.hostname) {
         die_child(125, &format!("setting hostname {}: {e}", cfg.hostname));
@@ -130,10 +188,21 @@ fn exec_command(cfg: &Config, applied: &Applied) -> ! {
         // SAFETY: personality(2) has no memory effects.
         unsafe { libc::personality(0x0008) };
     }
+    // Kernel objects shared with the caller, before --user drops root
+    // (Landlock needs CAP_SYS_ADMIN here, as it does not set no_new_privs).
+    if let Err(e) = super::confine::join_fresh_session_keyring() {
+        die_child(125, &format!("joining a new session keyring: {e}"));
+    }
+    if let Err(e) = super::confine::landlock_scope() {
+        die_child(
+            125,
+            &format!("Landlock scoping of abstract unix sockets and signals: {e}"),
+        );
+    }
     let mut env = cfg.env.clone();
     let mut workdir = cfg.workdir.clone();
     if let Some(wanted) = &cfg.user {
-        let u = switch_user(wanted, cfg.create_user);
+        let u = switch_user(wanted, cfg.create_user, slave);
         env.retain(|e| {
             !["HOME=", "USER=", "LOGNAME="]
                 .iter()
@@ -176,6 +245,10 @@ fn exec_command(cfg: &Config, applied: &Applied) -> ! {
     let Ok(cprog) = CString::new(prog.as_os_str().as_bytes()) else {
         die_child(127, "command path contains NUL")
     };
+    // Nothing the caller had open reaches the guest (but --preserve-fds).
+    if let Err(e) = super::confine::close_inherited_fds(cfg.preserve_fds) {
+        die_child(125, &format!("closing inherited file descriptors: {e}"));
+    }
     crate::ui::trace("exec");
     let e = nix::unistd::execve(&cprog, &cfg.argv, &env).unwrap_err();
     let code = if e == nix::errno::Errno::ENOENT {
@@ -192,7 +265,9 @@ fn exec_command(cfg: &Config, applied: &Applied) -> ! {
 }
 
 /// Becomes the `--user` (creating it first with `--create-user`), or exits.
-fn switch_user(wanted: &user::Wanted, create: bool) -> user::Resolved {
+/// `slave`: the guest's pty, given to the user as login(1) gives a tty, so
+/// that reopening it (`ttyname`, `script`) works for them too.
+fn switch_user(wanted: &user::Wanted, create: bool, slave: Option<RawFd>) -> user::Resolved {
     let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
     let mut found = user::resolve(wanted, &read("/etc/passwd"), &read("/etc/group"));
     if found.is_none() && create {
@@ -209,6 +284,10 @@ fn switch_user(wanted: &user::Wanted, create: bool) -> user::Resolved {
             ),
         );
     };
+    if let Some(s) = slave {
+        // SAFETY: fchown of our own fd; a failure leaves it root's.
+        unsafe { libc::fchown(s, u.uid, u32::MAX) };
+    }
     let gids: Vec<Gid> = u.groups.iter().map(|g| Gid::from_raw(*g)).collect();
     // setgroups is denied in a user namespace that maps only root; then
     // the command keeps no supplementary groups, which is all it could have.

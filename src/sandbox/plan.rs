@@ -131,6 +131,14 @@ pub struct Config {
     pub workdir_is_default: bool,
     /// Caller fds to close in the guest's PID 1.
     pub close_fds: Vec<RawFd>,
+    /// The caller's terminal, when any of fds 0-2 is one: the guest then
+    /// gets a pty of its own, relayed (see `pty`).
+    pub terminal: Option<super::pty::Terminal>,
+    /// --preserve-fds N: fds 3..3+N reach the command; every other fd
+    /// above 2 is closed at its exec.
+    pub preserve_fds: u32,
+    /// --network.
+    pub network: super::confine::Network,
 }
 
 /// Everything about one guest, decided before any namespace exists.
@@ -203,6 +211,9 @@ impl Builder {
                 create_user: false,
                 workdir_is_default: true,
                 close_fds: Vec::new(),
+                terminal: None,
+                preserve_fds: 0,
+                network: super::confine::Network::Host,
             },
         }
     }
@@ -271,6 +282,24 @@ impl Builder {
     pub fn user(mut self, u: Option<user::Wanted>, create: bool) -> Self {
         self.cfg.user = u;
         self.cfg.create_user = create;
+        self
+    }
+
+    /// Gives the guest a pty of its own relayed to `t` (when the caller has
+    /// a terminal: `pty::Terminal::detect`).
+    pub fn terminal(mut self, t: Option<super::pty::Terminal>) -> Self {
+        self.cfg.terminal = t;
+        self
+    }
+
+    /// Passes fds 3..3+n to the command (`--preserve-fds`).
+    pub fn preserve_fds(mut self, n: u32) -> Self {
+        self.cfg.preserve_fds = n;
+        self
+    }
+
+    pub fn network(mut self, n: super::confine::Network) -> Self {
+        self.cfg.network = n;
         self
     }
 

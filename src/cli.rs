@@ -82,6 +82,19 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct SourceArgs {
+    /// Where the rootfs comes from: alpine (release tarball), apk (built
+    /// from apk repositories), tarball (--from) [default: the arch's spec]
+    #[arg(long, value_name = "KIND")]
+    pub source: Option<String>,
+    /// apk repository URL for --source apk (repeatable) [default: the spec's]
+    #[arg(long = "repo", value_name = "URL")]
+    pub repos: Vec<String>,
+    /// Also trust this public key (PEM) for apk repository signatures (repeatable)
+    #[arg(long = "key", value_name = "FILE")]
+    pub keys: Vec<PathBuf>,
+    /// Accept unsigned or badly signed apk indexes and packages (unsafe: for local test repositories)
+    #[arg(long)]
+    pub allow_untrusted: bool,
     /// Alpine mirror (http://, https:// or file://) [default: $XROOT_MIRROR or https://dl-cdn.alpinelinux.org/alpine]
     #[arg(long, value_name = "URL")]
     pub mirror: Option<String>,

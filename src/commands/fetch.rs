@@ -12,8 +12,8 @@ use super::Ctx;
 use crate::cli::{BinfmtArgs, FetchArgs, SourceArgs};
 use crate::error::hinted;
 use crate::extract::Limits;
-use crate::fetch::{self, Request};
 use crate::sandbox;
+use crate::source::{self as fetch, Request};
 use crate::specs::Spec;
 use crate::store::{Installed, Manifest, RootfsId};
 use crate::ui::Ui;
@@ -82,7 +82,7 @@ pub fn fetch_all(ctx: &Ctx, a: FetchArgs) -> Result<()> {
         } else {
             Some(&h)
         };
-        fetch::fetch(&ctx.store, &ctx.catalog, spec, req, ui, h)
+        fetch::fetch(&ctx.store, &ctx.catalog, spec, req, ui, None, h)
     };
     let results: Vec<Result<Installed>> = if a.packages.is_empty() {
         std::thread::scope(|s| {
@@ -126,17 +126,29 @@ pub fn fetch_all(ctx: &Ctx, a: FetchArgs) -> Result<()> {
 
 /// A fetch request from the shared source options.
 pub fn request(id: RootfsId, s: &SourceArgs) -> Result<Request> {
-    Ok(Request {
+    if let Some(k) = &s.source {
+        if !fetch::KINDS.contains(&k.as_str()) {
+            return Err(hinted(
+                format!("unknown source kind {k:?}"),
+                format!("--source takes one of: {}", fetch::KINDS.join(", ")),
+            ));
+        }
+    }
+    let mut r = Request::new(
         id,
-        branch: s.branch.clone(),
-        mirror: fetch::mirror_from(s.mirror.as_deref()),
-        from: None,
-        sha256: None,
-        force: false,
-        limits: limits(s.max_size)?,
-        packages: Vec::new(),
-        record_as: None,
-    })
+        fetch::mirror_from(s.mirror.as_deref()),
+        limits(s.max_size)?,
+    );
+    r.source = s.source.clone();
+    r.branch = s.branch.clone();
+    r.repos = s.repos.clone();
+    r.keys = s
+        .keys
+        .iter()
+        .map(|k| PathBuf::from(absolutize(&k.display().to_string())))
+        .collect();
+    r.allow_untrusted = s.allow_untrusted;
+    Ok(r)
 }
 
 /// Extraction limits from `--max-size` or `$XROOT_MAX_UNPACKED`.
@@ -186,6 +198,7 @@ pub fn ensure(ctx: &Ctx, spec: &Spec, id: &RootfsId, s: &SourceArgs) -> Result<I
         spec,
         &request(id.clone(), s)?,
         ctx.ui,
+        None,
         None,
     )
 }

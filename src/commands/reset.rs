@@ -16,7 +16,8 @@ use sha2::{Digest, Sha256};
 
 use super::Ctx;
 use crate::error::hinted;
-use crate::fetch::{self, Origin, Request};
+use crate::fetch;
+use crate::source::{self, Origin, Request};
 use crate::store::{Manifest, RootfsId};
 
 pub fn reset(ctx: &Ctx, target: &str) -> Result<()> {
@@ -47,23 +48,29 @@ pub fn reset(ctx: &Ctx, target: &str) -> Result<()> {
     let installed = ctx.store.get(&id)?.ok_or_else(not_installed)?;
     let m = &installed.manifest;
     let from = source(ctx, &id, m)?;
-    let req = Request {
-        id: id.clone(),
-        branch: None,
+    let mut req = Request::new(id.clone(), m.mirror.clone(), super::fetch::limits(None)?);
+    req.from = Some(from);
+    req.sha256 = Some(m.sha256.clone());
+    req.force = true;
+    req.record_as = Some(Origin {
+        kind: m.kind.clone(),
+        branch: m.branch.clone(),
+        version: m.version.clone(),
+        source: m.source.clone(),
         mirror: m.mirror.clone(),
-        from: Some(from),
-        sha256: Some(m.sha256.clone()),
-        force: true,
-        limits: super::fetch::limits(None)?,
-        packages: Vec::new(),
-        record_as: Some(Origin {
-            branch: m.branch.clone(),
-            version: m.version.clone(),
-            source: m.source.clone(),
-            mirror: m.mirror.clone(),
-        }),
-    };
-    fetch::install_locked(&ctx.store, &lock, &ctx.catalog, spec, &req, ctx.ui, None)?;
+        sha256: m.sha256.clone(),
+        repositories: m.repositories.clone(),
+    });
+    source::install_locked(
+        &ctx.store,
+        &lock,
+        &ctx.catalog,
+        spec,
+        &req,
+        ctx.ui,
+        None,
+        None,
+    )?;
     ctx.ui.info(format!("reset {id} to its pristine release"));
     Ok(())
 }

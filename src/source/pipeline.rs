@@ -1,0 +1,354 @@
+//! The install pipeline every [`Provider`] plugs into:
+//!
+//! 1. **lock**: the id's exclusive `flock` (concurrent fetches wait, then
+//!    find it installed: one download);
+//! 2. **acquire + populate**: the provider downloads and verifies its
+//!    artifacts and fills `staging/root` (see [`Provider::populate`]);
+//! 3. **arch check**: the tree's `/bin/sh` must be an ELF of the arch asked for;
+//! 4. **owners**: applied in a user namespace, or recorded in `owners.tsv`;
+//! 5. **packages** (`--packages`) and the caller's hook;
+//! 6. **manifest**, then an **atomic commit** (`rename` of the staging dir).
+//!
+//! Any error removes the staging dir: the store is as it was before. A
+//! download cut short that could not be resumed restarts the whole
+//! install, within one budget of `XROOT_RETRIES` requests.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use super::{provider_for, GuestRun, InstallCx, Populated, Provider, Request};
+use crate::error::hinted;
+use crate::fetch::transport;
+use crate::specs::{Catalog, Spec};
+use crate::store::{self, Installed, Manifest, Store};
+use crate::ui::Ui;
+
+/// Runs on a verified, unpacked staging tree (its `root/`) just before the
+/// commit, given the manifest about to be recorded. An error discards the
+/// whole staging tree, so the store never holds a half-configured rootfs.
+/// `Sync`: several arches are fetched in parallel threads.
+pub type PostExtract<'a> = &'a (dyn Fn(&Path, &Manifest) -> Result<()> + Sync);
+
+/// Installs the rootfs for `req` unless it is already there. `guest` runs
+/// install scripts in the staging tree (see [`GuestRun`]); `hook` runs on
+/// the unpacked tree before it is committed (see [`PostExtract`]).
+pub fn fetch(
+    store: &Store,
+    catalog: &Catalog,
+    spec: &Spec,
+    req: &Request,
+    ui: Ui,
+    guest: Option<GuestRun>,
+    hook: Option<PostExtract>,
+) -> Result<Installed> {
+    // Fast path: already installed, no lock needed to see it.
+    if !req.force {
+        if let Some(i) = store.get(&req.id)? {
+            has_packages(&i, &req.packages)?;
+            // A `fetch --force` killed mid-way left a staging dir: this
+            // fetch stages nothing, so it cleans up instead.
+            store.clean_stale_if_idle(&req.id);
+            ui.info(format!(
+                "{} is already installed ({}); use --force to fetch again",
+                req.id,
+                describe(&i.manifest)
+            ));
+            return Ok(i);
+        }
+    }
+    store.create()?;
+    // Waiting for the lock always ends with it held.
+    let lock = store
+        .lock(&req.id, true, true)?
+        .with_context(|| format!("locking {}", req.id))?;
+    // Another process may have installed it while we waited for the lock.
+    if !req.force {
+        if let Some(i) = store.get(&req.id)? {
+            has_packages(&i, &req.packages)?;
+            ui.info(format!(
+                "{} was installed meanwhile by another xroot",
+                req.id
+            ));
+            return Ok(i);
+        }
+    }
+    install_locked(store, &lock, catalog, spec, req, ui, guest, hook)
+}
+
+/// Picks the provider, populates a staging tree with it and commits it,
+/// replacing any installed tree. The caller holds the id's exclusive lock
+/// (`_held`): `reset` takes it without waiting, `fetch` waits for it.
+#[allow(clippy::too_many_arguments)]
+pub fn install_locked(
+    store: &Store,
+    _held: &store::Lock,
+    catalog: &Catalog,
+    spec: &Spec,
+    req: &Request,
+    ui: Ui,
+    guest: Option<GuestRun>,
+    hook: Option<PostExtract>,
+) -> Result<Installed> {
+    let provider = provider_for(spec, req)?;
+    let cfg = transport::Config::from_env();
+    let transport = transport::Transport::new(cfg.clone());
+    // One budget for the whole install: connection retries, resumes of a
+    // cut body (inside the transport) and restarts from zero (here).
+    let attempts = transport::Attempts::new(&cfg);
+    loop {
+        let staging = store.staging(&req.id)?;
+        let cx = InstallCx {
+            store,
+            catalog,
+            spec,
+            req,
+            ui,
+            transport: &transport,
+            attempts: &attempts,
+            staging: &staging,
+            guest,
+        };
+        let result = install(&cx, provider.as_ref(), hook);
+        let Err(e) = result else { return result };
+        // Nothing half-done: the staging tree goes; the store is as before.
+        let _ = store::remove_tree(&staging);
+        // A download cut short that could not be resumed (the server does
+        // not do ranges, or its reply did not continue the same file) is
+        // tried again from the start, as a failed connection is.
+        if crate::error::is_retryable(&e) {
+            if let Some((n, delay)) = attempts.next() {
+                ui.warn(format!("{e}; retrying ({n}/{})", attempts.max()));
+                std::thread::sleep(delay);
+                continue;
+            }
+        }
+        return Err(e);
+    }
+}
+
+/// An installed rootfs satisfies a request for packages only if it has
+/// them: silently skipping `--packages` would leave the user without them.
+fn has_packages(i: &Installed, packages: &[String]) -> Result<()> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .filter(|p| !i.manifest.packages.contains(p))
+        .map(String::as_str)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(hinted(
+        format!(
+            "{} is already installed, without {}",
+            i.id,
+            missing.join(", ")
+        ),
+        format!(
+            "reinstall it with them: xroot fetch {} --force --packages {} (or add them in place: xroot run {} --packages {} -- true)",
+            i.id,
+            packages.join(","),
+            i.id,
+            missing.join(",")
+        ),
+    ))
+}
+
+fn describe(m: &Manifest) -> String {
+    if m.version.is_empty() {
+        m.source.clone()
+    } else {
+        format!("version {}", m.version)
+    }
+}
+
+/// Steps 2 to 6 for one staging directory.
+fn install(
+    cx: &InstallCx,
+    provider: &dyn Provider,
+    hook: Option<PostExtract>,
+) -> Result<Installed> {
+    let (store, req, spec) = (cx.store, cx.req, cx.spec);
+    let root = cx.staging.join("root");
+    fs::create_dir(&root).with_context(|| format!("creating {}", root.display()))?;
+    let Populated {
+        origin,
+        report,
+        keep,
+    } = provider.populate(cx, &root)?;
+    let drop_keep = || {
+        if let Some((part, _)) = &keep {
+            let _ = fs::remove_file(part);
+        }
+    };
+    check_arch(cx.catalog, spec, &root).inspect_err(|_| drop_keep())?;
+    prepare_mountpoints(&root)?;
+    for (p, why) in report.skipped.iter().take(5) {
+        cx.ui.info(format!("skipped {}: {why}", p.display()));
+    }
+    let owners_recorded = owners(&root, cx.staging, &report)?;
+    let tarball = match &keep {
+        Some((part, dest)) if fs::rename(part, dest).is_ok() => Some(dest.clone()),
+        _ => {
+            drop_keep();
+            None
+        }
+    };
+    let origin = req.record_as.clone().unwrap_or(super::Origin {
+        kind: provider.kind().to_string(),
+        ..origin
+    });
+    let manifest = Manifest {
+        arch: spec.name.clone(),
+        name: req.id.name.clone(),
+        kind: origin.kind,
+        branch: origin.branch,
+        version: origin.version,
+        sha256: origin.sha256,
+        source: origin.source,
+        mirror: origin.mirror,
+        repositories: origin.repositories,
+        installed_at: store::now_rfc3339(),
+        tarball,
+        owners_recorded,
+        packages: req.packages.clone(),
+    };
+    if let Some(hook) = hook {
+        hook(&root, &manifest)?;
+    }
+    let mf = cx.staging.join("manifest.toml");
+    fs::write(
+        &mf,
+        toml::to_string(&manifest).context("encoding manifest")?,
+    )
+    .with_context(|| format!("writing {}", mf.display()))?;
+    store.commit(&req.id, cx.staging)?;
+    cx.ui.info(format!(
+        "installed {} ({} files, {} MB) in {}",
+        req.id,
+        report.entries,
+        report.bytes / 1_000_000,
+        store.path_of(&req.id).display()
+    ));
+    store
+        .get(&req.id)?
+        .context("the rootfs vanished right after installing it")
+}
+
+/// Rootless with subordinate ids: makes the archive's ownership real (in a
+/// user namespace). Else the owners that could not be applied are written
+/// to `owners.tsv` beside the tree. Returns whether they were recorded.
+fn owners(root: &Path, staging: &Path, report: &crate::extract::Report) -> Result<bool> {
+    if report.owners.is_empty() {
+        return Ok(false);
+    }
+    // (Root applies owners while unpacking: what it reports is recorded.)
+    if !nix::unistd::geteuid().is_root() {
+        if let Some(map) = crate::userns::subordinate_map() {
+            store::apply_owners(&map, root, &report.owners)?;
+            return Ok(false);
+        }
+    }
+    let mut text =
+        String::from("# path\tuid\tgid\tmode (ownership and modes not applied on the host)\n");
+    for o in &report.owners {
+        text.push_str(&format!(
+            "{}\t{}\t{}\t{:o}\n",
+            o.path.display(),
+            o.uid,
+            o.gid,
+            o.mode
+        ));
+    }
+    let p = staging.join("owners.tsv");
+    fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
+    Ok(true)
+}
+
+/// Refuses a tree whose `/bin/busybox` or `/bin/sh` is not for `spec`.
+pub fn check_arch(catalog: &Catalog, spec: &Spec, root: &Path) -> Result<()> {
+    let Some((path, header)) = shell_header(root) else {
+        bail!(hinted(
+            format!(
+                "{} has no /bin/sh or /bin/busybox ELF binary",
+                root.display()
+            ),
+            "this does not look like a Linux root filesystem"
+        ));
+    };
+    check_header(catalog, spec, &path, &header)
+}
+
+/// Refuses an ELF header (of `path`, for messages) that is not for `spec`.
+pub fn check_header(catalog: &Catalog, spec: &Spec, path: &Path, header: &[u8]) -> Result<()> {
+    let matched = catalog.matching(header);
+    if matched.iter().any(|s| s.qemu == spec.qemu) {
+        return Ok(());
+    }
+    let found = matched
+        .first()
+        .map(|s| s.name.as_str())
+        .unwrap_or("an unknown architecture");
+    Err(hinted(
+        format!("{} is for {found}, not {}", path.display(), spec.name),
+        format!(
+            "this rootfs is not a {} system; use it as `{found}`, or pick the right tarball",
+            spec.name
+        ),
+    ))
+}
+
+/// Reads the ELF header of the tree's shell, resolving symlinks inside the
+/// tree only (an absolute link target is taken relative to `root`).
+pub fn shell_header(root: &Path) -> Option<(PathBuf, Vec<u8>)> {
+    for start in ["bin/busybox", "bin/sh", "usr/bin/busybox", "bin/bash"] {
+        let mut rel = PathBuf::from(start);
+        for _ in 0..8 {
+            let p = root.join(&rel);
+            let Ok(meta) = fs::symlink_metadata(&p) else {
+                break;
+            };
+            if meta.file_type().is_symlink() {
+                let Ok(target) = fs::read_link(&p) else { break };
+                rel = if target.is_absolute() {
+                    target.strip_prefix("/").ok()?.to_path_buf()
+                } else {
+                    rel.parent().unwrap_or(Path::new("")).join(target)
+                };
+                if rel
+                    .components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir))
+                {
+                    break;
+                }
+                continue;
+            }
+            if meta.is_file() {
+                let h = crate::elf::read_header(&p, 64).ok()?;
+                if h.starts_with(b"\x7fELF") {
+                    return Some((PathBuf::from("/").join(&rel), h));
+                }
+            }
+            break;
+        }
+    }
+    None
+}
+
+/// Creates what the sandbox mounts onto, so that entering the rootfs later
+/// never has to change it: `/etc/resolv.conf` (Alpine's minirootfs has
+/// none) and the `proc`, `sys`, `dev`, `tmp` directories.
+fn prepare_mountpoints(root: &Path) -> Result<()> {
+    for d in ["proc", "sys", "dev", "tmp", "etc"] {
+        let p = root.join(d);
+        if fs::symlink_metadata(&p).is_err() {
+            fs::create_dir(&p).with_context(|| format!("creating {}", p.display()))?;
+        }
+    }
+    let rc = root.join("etc/resolv.conf");
+    if fs::symlink_metadata(&rc).is_err() {
+        File::create(&rc).with_context(|| format!("creating {}", rc.display()))?;
+    }
+    Ok(())
+}

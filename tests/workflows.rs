@@ -779,7 +779,7 @@ fn packages_failure_installs_nothing() {
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(err.contains("no-such-package-xyz"), "{err}");
-    assert!(err.contains("exit status"), "{err}");
+    assert!(err.contains("no repository provides"), "{err}");
     assert!(err.contains("nothing was installed"), "{err}");
     assert!(
         !env.home().join("rootfs").join(ARCH).exists(),

@@ -61,16 +61,7 @@ pub fn reset(ctx: &Ctx, target: &str) -> Result<()> {
         sha256: m.sha256.clone(),
         repositories: m.repositories.clone(),
     });
-    source::install_locked(
-        &ctx.store,
-        &lock,
-        &ctx.catalog,
-        spec,
-        &req,
-        ctx.ui,
-        None,
-        None,
-    )?;
+    source::install_locked(&ctx.store, &lock, &ctx.catalog, spec, &req, ctx.ui, None)?;
     ctx.ui.info(format!("reset {id} to its pristine release"));
     Ok(())
 }

@@ -259,7 +259,7 @@ fn target<'c>(
         arch: spec.name.clone(),
         name,
     };
-    let installed = super::fetch::ensure(ctx, spec, &id, &g.source)?;
+    let installed = super::fetch::ensure(ctx, spec, &id, &g.source, &g.binfmt)?;
     let root = installed.root();
     check_arch(&ctx.catalog, spec, &root).with_context(|| format!("checking {id}"))?;
     Ok((spec, root, id.dir_name()))

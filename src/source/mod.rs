@@ -33,7 +33,7 @@ use crate::specs::{Catalog, Source, Spec};
 use crate::store::{RootfsId, Store};
 use crate::ui::Ui;
 
-pub use pipeline::{check_arch, check_header, fetch, install_locked, shell_header, PostExtract};
+pub use pipeline::{check_arch, check_header, fetch, install_locked, shell_header};
 
 pub const DEFAULT_MIRROR: &str = "https://dl-cdn.alpinelinux.org/alpine";
 
@@ -128,7 +128,6 @@ pub struct Populated {
 pub type GuestRun<'a> = &'a (dyn Fn(&Path, &[String]) -> Result<i32> + Sync);
 
 /// What a provider gets: the request and the means to fulfil it.
-#[allow(dead_code)] // `guest`: used by the apk provider (next commit)
 pub struct InstallCx<'a> {
     pub store: &'a Store,
     pub catalog: &'a Catalog,

@@ -18,22 +18,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use super::{provider_for, GuestRun, InstallCx, Populated, Provider, Request};
+use super::{apk, provider_for, GuestRun, InstallCx, Populated, Provider, Request};
 use crate::error::hinted;
 use crate::fetch::transport;
-use crate::specs::{Catalog, Spec};
+use crate::specs::{Catalog, Source, Spec};
 use crate::store::{self, Installed, Manifest, Store};
 use crate::ui::Ui;
 
-/// Runs on a verified, unpacked staging tree (its `root/`) just before the
-/// commit, given the manifest about to be recorded. An error discards the
-/// whole staging tree, so the store never holds a half-configured rootfs.
-/// `Sync`: several arches are fetched in parallel threads.
-pub type PostExtract<'a> = &'a (dyn Fn(&Path, &Manifest) -> Result<()> + Sync);
-
 /// Installs the rootfs for `req` unless it is already there. `guest` runs
-/// install scripts in the staging tree (see [`GuestRun`]); `hook` runs on
-/// the unpacked tree before it is committed (see [`PostExtract`]).
+/// install scripts in the staging tree (see [`GuestRun`]).
 pub fn fetch(
     store: &Store,
     catalog: &Catalog,
@@ -41,7 +34,6 @@ pub fn fetch(
     req: &Request,
     ui: Ui,
     guest: Option<GuestRun>,
-    hook: Option<PostExtract>,
 ) -> Result<Installed> {
     // Fast path: already installed, no lock needed to see it.
     if !req.force {
@@ -74,7 +66,7 @@ pub fn fetch(
             return Ok(i);
         }
     }
-    install_locked(store, &lock, catalog, spec, req, ui, guest, hook)
+    install_locked(store, &lock, catalog, spec, req, ui, guest)
 }
 
 /// Picks the provider, populates a staging tree with it and commits it,
@@ -89,7 +81,6 @@ pub fn install_locked(
     req: &Request,
     ui: Ui,
     guest: Option<GuestRun>,
-    hook: Option<PostExtract>,
 ) -> Result<Installed> {
     let provider = provider_for(spec, req)?;
     let cfg = transport::Config::from_env();
@@ -110,7 +101,7 @@ pub fn install_locked(
             staging: &staging,
             guest,
         };
-        let result = install(&cx, provider.as_ref(), hook);
+        let result = install(&cx, provider.as_ref());
         let Err(e) = result else { return result };
         // Nothing half-done: the staging tree goes; the store is as before.
         let _ = store::remove_tree(&staging);
@@ -164,17 +155,13 @@ fn describe(m: &Manifest) -> String {
 }
 
 /// Steps 2 to 6 for one staging directory.
-fn install(
-    cx: &InstallCx,
-    provider: &dyn Provider,
-    hook: Option<PostExtract>,
-) -> Result<Installed> {
+fn install(cx: &InstallCx, provider: &dyn Provider) -> Result<Installed> {
     let (store, req, spec) = (cx.store, cx.req, cx.spec);
     let root = cx.staging.join("root");
     fs::create_dir(&root).with_context(|| format!("creating {}", root.display()))?;
     let Populated {
         origin,
-        report,
+        mut report,
         keep,
     } = provider.populate(cx, &root)?;
     let drop_keep = || {
@@ -184,6 +171,15 @@ fn install(
     };
     check_arch(cx.catalog, spec, &root).inspect_err(|_| drop_keep())?;
     prepare_mountpoints(&root)?;
+    // `--packages`: added natively to any apk-based tree (the apk
+    // provider installed them with its world already).
+    if !req.packages.is_empty() && provider.kind() != "apk" {
+        let added = add_packages(cx, &root, &origin).inspect_err(|_| drop_keep())?;
+        report.entries += added.entries;
+        report.bytes += added.bytes;
+        report.skipped.extend(added.skipped);
+        report.owners.extend(added.owners);
+    }
     for (p, why) in report.skipped.iter().take(5) {
         cx.ui.info(format!("skipped {}: {why}", p.display()));
     }
@@ -214,9 +210,6 @@ fn install(
         owners_recorded,
         packages: req.packages.clone(),
     };
-    if let Some(hook) = hook {
-        hook(&root, &manifest)?;
-    }
     let mf = cx.staging.join("manifest.toml");
     fs::write(
         &mf,
@@ -234,6 +227,55 @@ fn install(
     store
         .get(&req.id)?
         .context("the rootfs vanished right after installing it")
+}
+
+/// Adds `req.packages` to a freshly populated tree with the native apk
+/// installer: from `--repo` if given, else, for an Alpine release, the
+/// branch's `main` and `community` on the mirror it came from, else the
+/// tree's own `/etc/apk/repositories`.
+fn add_packages(
+    cx: &InstallCx,
+    root: &Path,
+    origin: &super::Origin,
+) -> Result<crate::extract::Report> {
+    if !apk::is_apk_tree(root) {
+        return Err(hinted(
+            format!(
+                "cannot add {} to {}: the rootfs is not apk-based (no /lib/apk/db/installed)",
+                cx.req.packages.join(", "),
+                cx.req.id
+            ),
+            "--packages installs apk packages; install others with the tree's own package manager via `xroot run`",
+        ));
+    }
+    let repos: Option<Vec<String>> = if !cx.req.repos.is_empty() {
+        Some(cx.req.repos.clone())
+    } else if origin.kind == "alpine" && !origin.mirror.is_empty() && !origin.branch.is_empty() {
+        Some(apk::alpine_repositories(&origin.mirror, &origin.branch))
+    } else {
+        None
+    };
+    let keyring = match &cx.spec.source {
+        Source::Alpine { .. } => "alpine",
+        Source::Apk { keyring, .. } => keyring.as_str(),
+        _ => "",
+    };
+    let env = apk::Env::of(cx);
+    cx.ui.info(format!(
+        "adding {} to {}",
+        cx.req.packages.join(", "),
+        cx.req.id
+    ));
+    let done = apk::add(
+        &env,
+        root,
+        &cx.req.packages,
+        repos.as_deref(),
+        keyring,
+        &cx.req.keys,
+        cx.req.allow_untrusted,
+    )?;
+    Ok(done.report)
 }
 
 /// Rootless with subordinate ids: makes the archive's ownership real (in a

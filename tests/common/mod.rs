@@ -3,6 +3,7 @@
 //! fail (not skip) under CI=true.
 #![allow(dead_code)]
 
+pub mod apkrepo;
 pub mod faults;
 
 use std::path::{Path, PathBuf};

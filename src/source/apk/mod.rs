@@ -375,18 +375,23 @@ fn install(
         ));
         let files = package::list_data(apk.data(), env.limits.max_bytes)
             .with_context(|| format!("reading {}-{}", p.name, p.version))?;
-        let r = extract::unpack(
-            flate2::read::GzDecoder::new(apk.data()),
-            root,
-            &opts,
-            &mut |_| {},
-        )
-        .map_err(|e| {
-            hinted(
-                format!("unpacking {}-{}: {e}", p.name, p.version),
-                "the package is damaged or hostile; nothing was installed",
+        // A meta package (alpine-base) has an empty data tar.
+        let r = if files.is_empty() {
+            extract::Report::default()
+        } else {
+            extract::unpack(
+                flate2::read::GzDecoder::new(apk.data()),
+                root,
+                &opts,
+                &mut |_| {},
             )
-        })?;
+            .map_err(|e| {
+                hinted(
+                    format!("unpacking {}-{}: {e}", p.name, p.version),
+                    "the package is damaged or hostile; nothing was installed",
+                )
+            })?
+        };
         report.entries += r.entries;
         report.bytes += r.bytes;
         report.skipped.extend(r.skipped);

@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Instant;
 
@@ -19,10 +19,12 @@ fn key(dir: &Path) -> TestKey {
     TestKey::new(&dir.join("keys"), "xroot-test-0001.rsa.pub")
 }
 
+type Snap = BTreeMap<String, (char, u32, Vec<u8>)>;
+
 /// What a tree holds, path → (kind, mode, content or link target).
-fn snapshot(root: &Path) -> BTreeMap<String, (char, u32, Vec<u8>)> {
+fn snapshot(root: &Path) -> Snap {
     let mut out = BTreeMap::new();
-    fn walk(root: &Path, p: &Path, out: &mut BTreeMap<String, (char, u32, Vec<u8>)>) {
+    fn walk(root: &Path, p: &Path, out: &mut Snap) {
         for e in fs::read_dir(p).unwrap() {
             let e = e.unwrap();
             let path = e.path();
@@ -49,7 +51,7 @@ fn snapshot(root: &Path) -> BTreeMap<String, (char, u32, Vec<u8>)> {
 }
 
 /// The minirootfs as unpacked by xroot itself (`--source alpine`).
-fn release_tree(env: &Env, arch: &str) -> BTreeMap<String, (char, u32, Vec<u8>)> {
+fn release_tree(env: &Env, arch: &str) -> Snap {
     ok(&env.run(&["fetch", &format!("{arch}@release"), "--source", "alpine"]));
     snapshot(&env.rootfs(&format!("{arch}@release")))
 }
@@ -89,10 +91,7 @@ fn allowed(path: &str) -> bool {
 
 /// The bootstrap's account files hold every line of the release's, plus
 /// what the install scripts added.
-fn accounts_only_grew(
-    boot: &BTreeMap<String, (char, u32, Vec<u8>)>,
-    rel: &BTreeMap<String, (char, u32, Vec<u8>)>,
-) -> Vec<String> {
+fn accounts_only_grew(boot: &Snap, rel: &Snap) -> Vec<String> {
     let mut added = Vec::new();
     for f in ["etc/passwd", "etc/group", "etc/shadow"] {
         let b = String::from_utf8_lossy(&boot[f].2).into_owned();
@@ -233,9 +232,4 @@ fn bootstrap_s390x_matches_the_release() {
 #[test]
 fn bootstrap_armv7_matches_the_release() {
     bootstrap_matches_release("armv7");
-}
-
-#[allow(dead_code)]
-fn unused(p: &Path) -> bool {
-    fs::metadata(p).is_ok_and(|m| m.permissions().mode() != 0)
 }

@@ -268,9 +268,12 @@ impl Pkg {
     }
 }
 
+/// A tar entry: kind, mode, uid, gid, content, link target.
+pub type TarEntry = (tar::EntryType, u32, u64, u64, Vec<u8>, Option<String>);
+
 /// Reads a minirootfs tarball whole: normalized path → tar entry.
 pub struct Tree {
-    pub entries: BTreeMap<String, (tar::EntryType, u32, u64, u64, Vec<u8>, Option<String>)>,
+    pub entries: BTreeMap<String, TarEntry>,
 }
 
 impl Tree {

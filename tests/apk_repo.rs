@@ -233,3 +233,248 @@ fn bootstrap_s390x_matches_the_release() {
 fn bootstrap_armv7_matches_the_release() {
     bootstrap_matches_release("armv7");
 }
+
+/// Runs a fetch that must fail: exit 1, the message names `what`, nothing
+/// installed, no staging directory left.
+#[track_caller]
+fn refused(env: &Env, args: &[&str], what: &[&str]) -> String {
+    let o = env.run(args);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+    for w in what {
+        assert!(err.contains(w), "{args:?}: expected {w:?} in: {err}");
+    }
+    assert!(err.contains("hint:"), "{err}");
+    assert!(
+        !env.home().join("rootfs/aarch64").exists(),
+        "{args:?} installed something"
+    );
+    let tmp: Vec<_> = fs::read_dir(env.home().join("tmp"))
+        .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(tmp.is_empty(), "staging left: {tmp:?}");
+    err
+}
+
+/// Tampered package, tampered index, wrong key, unsigned index, missing
+/// dependency, dependency loop, conflict: each a clear error naming the
+/// thing, and nothing installed.
+#[test]
+fn bad_repositories_install_nothing() {
+    if !sandbox_ready("aarch64") {
+        return;
+    }
+    let arch = "aarch64";
+    let tmp = tempfile::tempdir().unwrap();
+    let key = key(tmp.path());
+    let m = tmp.path().join("mirror");
+    fs::create_dir_all(&m).unwrap();
+    let extra = [
+        apkrepo::Pkg::meta("needs-missing", "1.0-r0", arch, &["so:libnothere.so.9"]),
+        apkrepo::Pkg::meta("loop-a", "1.0-r0", arch, &["loop-b"]),
+        apkrepo::Pkg::meta("loop-b", "1.0-r0", arch, &["loop-c>=1"]),
+        apkrepo::Pkg::meta("loop-c", "1.0-r0", arch, &["loop-a"]),
+        apkrepo::Pkg::meta("hates-busybox", "1.0-r0", arch, &["!busybox"]),
+    ];
+    apkrepo::alpine_mirror(&m, &[arch], &key, &extra);
+    let server = MirrorServer::start(m.clone());
+    let env = Env::new(&server.url);
+    let k = key.public_file.display().to_string();
+    let fetch = ["fetch", arch, "--source", "apk", "--key", k.as_str()];
+    let with = |more: &[&'static str]| -> Vec<&str> {
+        fetch.iter().copied().chain(more.iter().copied()).collect()
+    };
+
+    refused(
+        &env,
+        &with(&["--packages", "needs-missing"]),
+        &["needs-missing-1.0-r0 depends on so:libnothere.so.9, which no repository provides"],
+    );
+    refused(
+        &env,
+        &with(&["--packages", "loop-a"]),
+        &["dependency loop: loop-a -> loop-b -> loop-c -> loop-a"],
+    );
+    refused(
+        &env,
+        &with(&["--packages", "hates-busybox"]),
+        &["hates-busybox-1.0-r0 conflicts with busybox-1.36.1-r29"],
+    );
+
+    // No key for the index (the shipped Alpine keys did not sign it).
+    refused(
+        &env,
+        &["fetch", arch, "--source", "apk"],
+        &[
+            "refusing",
+            "APKINDEX.tar.gz",
+            "signed with xroot-test-0001.rsa.pub, which is not a trusted key",
+        ],
+    );
+    // A key of the same name that is not the one that signed: a bad signature.
+    let other = TestKey::new(&tmp.path().join("other"), "xroot-test-0001.rsa.pub");
+    let o = other.public_file.display().to_string();
+    refused(
+        &env,
+        &["fetch", arch, "--source", "apk", "--key", &o],
+        &["signature by xroot-test-0001.rsa.pub does not match"],
+    );
+
+    // A tampered index: one version changed, the old signature kept.
+    let main = m.join("v3.20/main").join(arch);
+    let original = fs::read(main.join("APKINDEX.tar.gz")).unwrap();
+    let text = apkrepo::read_index(&main);
+    let sig_len = {
+        let mut rest = original.as_slice();
+        let mut d = flate2::bufread::GzDecoder::new(&mut rest);
+        std::io::copy(&mut d, &mut std::io::sink()).unwrap();
+        drop(d);
+        original.len() - rest.len()
+    };
+    apkrepo::write_index(
+        &main,
+        &text.replace("V:1.36.1-r29", "V:1.36.1-r30"),
+        &key,
+        false,
+    );
+    let mut tampered = original[..sig_len].to_vec();
+    tampered.extend(fs::read(main.join("APKINDEX.tar.gz")).unwrap());
+    fs::write(main.join("APKINDEX.tar.gz"), &tampered).unwrap();
+    refused(
+        &env,
+        &fetch,
+        &["signature by xroot-test-0001.rsa.pub does not match its contents"],
+    );
+
+    // Unsigned: refused, unless --allow-untrusted (loudly).
+    apkrepo::write_index(&main, &text, &key, false);
+    refused(
+        &env,
+        &fetch,
+        &["refusing", "it is not signed", "--allow-untrusted"],
+    );
+    fs::write(main.join("APKINDEX.tar.gz"), &original).unwrap();
+
+    // A tampered package: one byte of busybox's data changed.
+    let pkg = main.join("busybox-1.36.1-r29.apk");
+    let good = fs::read(&pkg).unwrap();
+    let mut bad = good.clone();
+    let n = bad.len();
+    bad[n - 100] ^= 0x55;
+    fs::write(&pkg, &bad).unwrap();
+    refused(&env, &fetch, &["busybox-1.36.1-r29", "does not match"]);
+    // Its control segment changed instead: the index's C: catches it.
+    let mut bad = good.clone();
+    bad.truncate(good.len() - 1);
+    fs::write(&pkg, &bad).unwrap();
+    refused(&env, &fetch, &["busybox-1.36.1-r29"]);
+    fs::write(&pkg, &good).unwrap();
+
+    // The repository as it was: it installs.
+    let o = env.run(&fetch);
+    ok(&o);
+    // --allow-untrusted on an unsigned index works, with a loud warning.
+    apkrepo::write_index(&main, &text, &key, false);
+    let o = env.run(&[
+        "fetch",
+        "aarch64@untrusted",
+        "--source",
+        "apk",
+        "--allow-untrusted",
+    ]);
+    let err = stderr(&o);
+    ok(&o);
+    assert!(err.contains("warning: UNTRUSTED"), "{err}");
+}
+
+/// A repository laid out as Adélie's (`adelie/1.0/{system,user}/ppc/`)
+/// with the ppc probe packed as a package: `xroot fetch ppc` (the spec's
+/// default source, pointed at the test mirror with --repo) bootstraps
+/// `ppc`, and it runs.
+#[test]
+fn adelie_layout_bootstraps_ppc() {
+    for (arch, qemu) in [("ppc", "ppc"), ("ppc64", "ppc64")] {
+        if !sandbox_ready(qemu) {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let key = key(tmp.path());
+        let probe = fs::read(probe(qemu)).unwrap();
+        let mut base = apkrepo::Pkg::meta("adelie-base", "1.0-r0", arch, &["xroot-probe"]);
+        base.entries.push(apkrepo::Entry::Dir {
+            path: "etc".into(),
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+        });
+        base.entries.push(apkrepo::Entry::File {
+            path: "etc/adelie-release".into(),
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            data: b"1.0 (xroot test)\n".to_vec(),
+        });
+        let mut p = apkrepo::Pkg::meta("xroot-probe", "1.0-r0", arch, &[]);
+        p.fields.push(('p', "cmd:probe=1.0-r0".into()));
+        for d in ["bin", "usr", "usr/bin"] {
+            p.entries.push(apkrepo::Entry::Dir {
+                path: d.into(),
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+            });
+        }
+        p.entries.push(apkrepo::Entry::File {
+            path: "usr/bin/probe".into(),
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            data: probe,
+        });
+        // What xroot checks the arch by.
+        p.entries.push(apkrepo::Entry::Symlink {
+            path: "bin/sh".into(),
+            target: "/usr/bin/probe".into(),
+        });
+        let m = tmp.path().join("mirror");
+        let system = m.join("adelie/1.0/system");
+        apkrepo::write_repo(&system, arch, &[base, p], &key, true);
+        apkrepo::write_repo(&m.join("adelie/1.0/user"), arch, &[], &key, true);
+        let server = MirrorServer::start(m.clone());
+        let env = Env::new(&server.url);
+        let k = key.public_file.display().to_string();
+        let sys = format!("{}/adelie/1.0/system", server.url);
+        let user = format!("{}/adelie/1.0/user", server.url);
+        // Without the key: says where Adélie's key is.
+        let o = env.run(&["fetch", arch, "--repo", &sys, "--repo", &user]);
+        assert!(!o.status.success());
+        assert!(
+            stderr(&o).contains("packages@adelielinux.org.pub"),
+            "{}",
+            stderr(&o)
+        );
+        let o = env.run(&["fetch", arch, "--repo", &sys, "--repo", &user, "--key", &k]);
+        ok(&o);
+        let out = ok(&env.run(&["run", arch, "--", "/usr/bin/probe"]));
+        assert!(out.contains(&format!("machine={arch}")), "{out}");
+        let world = fs::read_to_string(env.rootfs(arch).join("etc/apk/world")).unwrap();
+        assert_eq!(world, "adelie-base\n");
+        let repos = fs::read_to_string(env.rootfs(arch).join("etc/apk/repositories")).unwrap();
+        assert_eq!(repos, format!("{sys}\n{user}\n"));
+        let db = fs::read_to_string(env.rootfs(arch).join("lib/apk/db/installed")).unwrap();
+        assert!(
+            db.contains("P:xroot-probe\nV:1.0-r0\n") && db.contains("R:probe\n"),
+            "{db}"
+        );
+        let list = ok(&env.run(&["list", "--json"]));
+        let v: serde_json::Value = serde_json::from_str(&list).unwrap();
+        let row = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["arch"] == arch)
+            .unwrap();
+        assert_eq!(row["installed"][0]["kind"], "apk", "{row}");
+        assert_eq!(row["installed"][0]["from"], sys.as_str(), "{row}");
+    }
+}

@@ -156,6 +156,22 @@ impl Provider for Bootstrap {
 
     fn populate(&self, cx: &InstallCx, root: &Path) -> Result<Populated> {
         let keys = sign::trusted(&self.keyring, &self.apk_arch, &self.extra_keys)?;
+        if keys.is_empty() && !self.allow_untrusted {
+            return Err(hinted(
+                format!(
+                    "xroot ships no signing key for {}'s repositories ({})",
+                    cx.spec.name,
+                    self.repositories.join(", ")
+                ),
+                match &cx.spec.source {
+                    Source::Apk { keyring, .. } if keyring == "adelie" => format!(
+                        "download Adélie's key from https://distfiles.adelielinux.org/adelie/packages@adelielinux.org.pub, check it, and pass it: xroot fetch {} --key packages@adelielinux.org.pub",
+                        cx.spec.name
+                    ),
+                    _ => "pass the repository's public key with --key FILE".to_string(),
+                },
+            ));
+        }
         let env = Env::of(cx);
         let tree = Tree {
             installed: Vec::new(),

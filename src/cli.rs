@@ -126,8 +126,10 @@ pub struct FetchArgs {
     /// Expected sha256 of --from.
     #[arg(long, value_name = "HEX", requires = "from")]
     pub sha256: Option<String>,
-    /// Install these Alpine packages (`apk add`) after unpacking; needs the
-    /// network (the mirror option also sets /etc/apk/repositories).
+    /// Install these apk packages (natively, verified against the signed
+    /// index) before the tree is committed, or into an installed tree;
+    /// from --repo, else the Alpine mirror/branch, else the tree's own
+    /// /etc/apk/repositories.
     #[arg(long, value_name = "PKG,...", value_delimiter = ',')]
     pub packages: Vec<String>,
     #[command(flatten)]
@@ -187,6 +189,10 @@ pub struct GuestArgs {
     /// Create the --user NAME in the guest if it does not exist.
     #[arg(long, requires = "user")]
     pub create_user: bool,
+    /// Install these apk packages into the tree first, if it lacks them
+    /// (natively, verified; see `fetch --packages`).
+    #[arg(long, value_name = "PKG,...", value_delimiter = ',')]
+    pub packages: Vec<String>,
     #[command(flatten)]
     pub binfmt: BinfmtArgs,
     #[command(flatten)]

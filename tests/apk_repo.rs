@@ -478,3 +478,171 @@ fn adelie_layout_bootstraps_ppc() {
         assert_eq!(row["installed"][0]["from"], sys.as_str(), "{row}");
     }
 }
+
+fn file_pkg(
+    name: &str,
+    arch: &str,
+    path: &str,
+    body: &[u8],
+    script: Option<&[u8]>,
+) -> apkrepo::Pkg {
+    let mut p = apkrepo::Pkg::meta(name, "1.0-r0", arch, &["/bin/sh"]);
+    let mut dir = String::new();
+    for part in path.split('/').take(path.split('/').count() - 1) {
+        if !dir.is_empty() {
+            dir.push('/');
+        }
+        dir.push_str(part);
+        p.entries.push(apkrepo::Entry::Dir {
+            path: dir.clone(),
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+        });
+    }
+    p.entries.push(apkrepo::Entry::File {
+        path: path.into(),
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+        data: body.to_vec(),
+    });
+    if let Some(s) = script {
+        p.scripts.push((".post-install".into(), s.to_vec()));
+    }
+    p
+}
+
+/// `--packages` is native on an Alpine release tree (no emulated `apk
+/// add`): `fetch --packages` before the commit, `run --packages` into an
+/// installed tree (only what is missing; nothing fetched when all are
+/// there); install scripts run under the guest's emulator; a failing one
+/// is named by package.
+#[test]
+fn packages_are_installed_natively() {
+    let arch = "aarch64";
+    if !sandbox_ready(arch) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let key = key(tmp.path());
+    let extra = [
+        file_pkg(
+            "xroot-hello",
+            arch,
+            "usr/bin/xroot-hello",
+            b"#!/bin/sh\necho hello-from-apk\n",
+            Some(b"#!/bin/sh\nuname -m > /etc/xroot-hello.arch\n"),
+        ),
+        file_pkg(
+            "bad-script",
+            arch,
+            "usr/share/bad-script/README",
+            b"x\n",
+            Some(b"#!/bin/sh\necho failing on purpose >&2\nexit 3\n"),
+        ),
+    ];
+    let m = tmp.path().join("mirror");
+    fs::create_dir_all(&m).unwrap();
+    apkrepo::alpine_mirror(&m, &[arch], &key, &extra);
+    let server = MirrorServer::start(m.clone());
+    let env = Env::new(&server.url);
+    let k = key.public_file.display().to_string();
+
+    // fetch --packages: the release, then the package, before the commit.
+    let o = env.run(&[
+        "fetch",
+        "aarch64@pk",
+        "--packages",
+        "xroot-hello",
+        "--key",
+        &k,
+    ]);
+    let err = stderr(&o);
+    ok(&o);
+    assert!(
+        err.contains("(1/1) Installing xroot-hello (1.0-r0)"),
+        "{err}"
+    );
+    assert!(err.contains("running 1 install scripts"), "{err}");
+    let root = env.rootfs("aarch64@pk");
+    assert_eq!(
+        fs::read_to_string(root.join("etc/xroot-hello.arch")).unwrap(),
+        "aarch64\n"
+    );
+    assert_eq!(
+        fs::read_to_string(root.join("etc/apk/repositories")).unwrap(),
+        format!("{0}/v3.20/main\n{0}/v3.20/community\n", server.url)
+    );
+    let out = ok(&env.run(&[
+        "run",
+        "aarch64@pk",
+        "--",
+        "apk",
+        "info",
+        "-e",
+        "xroot-hello",
+    ]));
+    assert_eq!(out, "xroot-hello\n");
+
+    // run --packages: fetches the tree, adds the package, runs.
+    let o = env.run(&[
+        "run",
+        arch,
+        "--packages",
+        "xroot-hello",
+        "--key",
+        &k,
+        "--",
+        "xroot-hello",
+    ]);
+    assert_eq!(ok(&o), "hello-from-apk\n");
+    assert!(
+        stderr(&o).contains("adding xroot-hello to aarch64"),
+        "{}",
+        stderr(&o)
+    );
+    // Again: nothing to add, nothing fetched.
+    let o = env.run(&[
+        "run",
+        arch,
+        "--packages",
+        "xroot-hello",
+        "--",
+        "xroot-hello",
+    ]);
+    assert_eq!(ok(&o), "hello-from-apk\n");
+    assert!(!stderr(&o).contains("APKINDEX"), "{}", stderr(&o));
+    let m = fs::read_to_string(env.home().join("rootfs/aarch64/manifest.toml")).unwrap();
+    assert!(m.contains("packages = [\"xroot-hello\"]"), "{m}");
+
+    // A failing install script is named by package.
+    let o = env.run(&[
+        "run",
+        arch,
+        "--packages",
+        "bad-script",
+        "--key",
+        &k,
+        "--",
+        "true",
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("bad-script.post-install exited with status 3"),
+        "{err}"
+    );
+    assert!(err.contains("failing on purpose"), "{err}");
+    // Refused with --ephemeral (not supported yet), clearly.
+    let o = env.run(&[
+        "run",
+        arch,
+        "--ephemeral",
+        "--packages",
+        "xroot-hello",
+        "--",
+        "true",
+    ]);
+    assert!(stderr(&o).contains("--ephemeral"), "{}", stderr(&o));
+}

@@ -91,7 +91,9 @@ pub fn fetch_all(ctx: &Ctx, a: FetchArgs) -> Result<()> {
     let binfmt = &a.binfmt;
     let one = |spec: &Spec, req: &Request| {
         let g = |root: &Path, argv: &[String]| guest_run(ctx, spec, binfmt, root, argv);
-        fetch::fetch(&ctx.store, &ctx.catalog, spec, req, ui, Some(&g))
+        let installed = fetch::fetch(&ctx.store, &ctx.catalog, spec, req, ui, Some(&g))?;
+        // Already installed without some of --packages: added in place.
+        fetch::add_to_installed(&ctx.store, spec, installed, req, ui, Some(&g))
     };
     // Install scripts run in a sandbox, whose clone(2) is only safe in a
     // single-threaded process (see `userns::spawn`): whatever may run
@@ -226,6 +228,26 @@ pub fn ensure(
         ctx.ui,
         Some(&g),
     )
+}
+
+/// `xroot run ARCH --packages a,b`: installs the tree if needed, then adds
+/// what it lacks of `packages` (nothing is fetched when it has them all).
+pub fn ensure_with(
+    ctx: &Ctx,
+    spec: &Spec,
+    id: &RootfsId,
+    s: &SourceArgs,
+    b: &BinfmtArgs,
+    packages: &[String],
+) -> Result<Installed> {
+    let installed = ensure(ctx, spec, id, s, b)?;
+    if packages.is_empty() {
+        return Ok(installed);
+    }
+    let mut req = request(id.clone(), s)?;
+    req.packages = self::packages(packages)?;
+    let g = |root: &Path, argv: &[String]| guest_run(ctx, spec, b, root, argv);
+    fetch::add_to_installed(&ctx.store, spec, installed, &req, ctx.ui, Some(&g))
 }
 
 /// Checks `--packages` names: each becomes one argument of `apk add`, so

@@ -17,6 +17,7 @@
 //! repositories, natively). To add one: implement [`Provider`], give it a
 //! kind name in [`KINDS`] and pick it in [`provider_for`].
 
+pub mod add;
 pub mod alpine;
 pub mod apk;
 pub mod pipeline;
@@ -33,6 +34,7 @@ use crate::specs::{Catalog, Source, Spec};
 use crate::store::{RootfsId, Store};
 use crate::ui::Ui;
 
+pub use add::add_to_installed;
 pub use pipeline::{check_arch, check_header, fetch, install_locked, shell_header};
 
 pub const DEFAULT_MIRROR: &str = "https://dl-cdn.alpinelinux.org/alpine";

@@ -21,7 +21,7 @@ use anyhow::{bail, Context, Result};
 use super::{apk, provider_for, GuestRun, InstallCx, Populated, Provider, Request};
 use crate::error::hinted;
 use crate::fetch::transport;
-use crate::specs::{Catalog, Source, Spec};
+use crate::specs::{Catalog, Spec};
 use crate::store::{self, Installed, Manifest, Store};
 use crate::ui::Ui;
 
@@ -38,7 +38,7 @@ pub fn fetch(
     // Fast path: already installed, no lock needed to see it.
     if !req.force {
         if let Some(i) = store.get(&req.id)? {
-            has_packages(&i, &req.packages)?;
+            // (Missing `--packages` are the caller's: `add_to_installed`.)
             // A `fetch --force` killed mid-way left a staging dir: this
             // fetch stages nothing, so it cleans up instead.
             store.clean_stale_if_idle(&req.id);
@@ -58,7 +58,6 @@ pub fn fetch(
     // Another process may have installed it while we waited for the lock.
     if !req.force {
         if let Some(i) = store.get(&req.id)? {
-            has_packages(&i, &req.packages)?;
             ui.info(format!(
                 "{} was installed meanwhile by another xroot",
                 req.id
@@ -117,33 +116,6 @@ pub fn install_locked(
         }
         return Err(e);
     }
-}
-
-/// An installed rootfs satisfies a request for packages only if it has
-/// them: silently skipping `--packages` would leave the user without them.
-fn has_packages(i: &Installed, packages: &[String]) -> Result<()> {
-    let missing: Vec<&str> = packages
-        .iter()
-        .filter(|p| !i.manifest.packages.contains(p))
-        .map(String::as_str)
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    Err(hinted(
-        format!(
-            "{} is already installed, without {}",
-            i.id,
-            missing.join(", ")
-        ),
-        format!(
-            "reinstall it with them: xroot fetch {} --force --packages {} (or add them in place: xroot run {} --packages {} -- true)",
-            i.id,
-            packages.join(","),
-            i.id,
-            missing.join(",")
-        ),
-    ))
 }
 
 fn describe(m: &Manifest) -> String {
@@ -248,18 +220,8 @@ fn add_packages(
             "--packages installs apk packages; install others with the tree's own package manager via `xroot run`",
         ));
     }
-    let repos: Option<Vec<String>> = if !cx.req.repos.is_empty() {
-        Some(cx.req.repos.clone())
-    } else if origin.kind == "alpine" && !origin.mirror.is_empty() && !origin.branch.is_empty() {
-        Some(apk::alpine_repositories(&origin.mirror, &origin.branch))
-    } else {
-        None
-    };
-    let keyring = match &cx.spec.source {
-        Source::Alpine { .. } => "alpine",
-        Source::Apk { keyring, .. } => keyring.as_str(),
-        _ => "",
-    };
+    let repos = super::add::package_repos(cx.req, &origin.kind, &origin.mirror, &origin.branch);
+    let keyring = super::add::keyring(cx.spec);
     let env = apk::Env::of(cx);
     cx.ui.info(format!(
         "adding {} to {}",

@@ -861,6 +861,37 @@ fn keys_in_tree(root: &Path) -> Result<Vec<(String, String)>> {
     Ok(out)
 }
 
+/// Which of `wanted` (package names, `so:`/`cmd:` names, with optional
+/// constraints) no package in `root`'s database provides. Reads only the
+/// tree: nothing is fetched when everything is there.
+pub fn missing(root: &Path, wanted: &[String]) -> Result<Vec<String>> {
+    if !is_apk_tree(root) {
+        return Err(hinted(
+            format!(
+                "cannot add {}: {} is not apk-based (no /lib/apk/db/installed)",
+                wanted.join(", "),
+                root.display()
+            ),
+            "--packages installs apk packages; install others with the tree's own package manager via `xroot run`",
+        ));
+    }
+    let installed = index::parse(
+        &read_in_tree(root, "lib/apk/db/installed")?.unwrap_or_default(),
+        0,
+    )
+    .with_context(|| format!("reading {}/lib/apk/db/installed", root.display()))?;
+    Ok(wanted
+        .iter()
+        .filter(|w| {
+            let Some(d) = Dep::parse(w) else { return true };
+            !installed
+                .iter()
+                .any(|p| p.provides_name(&d.name).is_some_and(|v| d.allows(v)))
+        })
+        .cloned()
+        .collect())
+}
+
 /// Whether `root` is an apk system (has `/lib/apk/db/installed`).
 pub fn is_apk_tree(root: &Path) -> bool {
     std::fs::symlink_metadata(root.join("lib/apk/db/installed")).is_ok_and(|m| m.is_file())

@@ -98,6 +98,13 @@ pub struct Manifest {
     /// apk repositories the tree was built from (`apk` provider).
     #[serde(default)]
     pub repositories: Vec<String>,
+    /// `--key` files trusted when it was built, copied to `keys/` beside
+    /// this manifest (out of the guest's reach) for `reset`.
+    #[serde(default)]
+    pub keys: Vec<String>,
+    /// Built from an index accepted with `--allow-untrusted`.
+    #[serde(default)]
+    pub allow_untrusted: bool,
     /// RFC 3339, UTC.
     pub installed_at: String,
     /// The verified tarball kept in the cache, if any.

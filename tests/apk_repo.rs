@@ -207,6 +207,20 @@ fn bootstrap_matches_release(arch: &str) {
     let err = stderr(&o);
     ok(&o);
     assert!(err.contains("0 packages downloaded"), "{err}");
+
+    // reset builds it again from the same repositories and key, from the cache.
+    ok(&env.run(&["run", arch, "--", "touch", "/root/scratch"]));
+    assert!(env.rootfs(arch).join("root/scratch").exists());
+    let o = env.run(&["reset", arch]);
+    let err = stderr(&o);
+    ok(&o);
+    assert!(err.contains("0 packages downloaded"), "{err}");
+    assert!(!env.rootfs(arch).join("root/scratch").exists());
+    let m = fs::read_to_string(env.home().join(format!("rootfs/{arch}/manifest.toml"))).unwrap();
+    assert!(
+        m.contains("kind = \"apk\"") && m.contains("xroot-test-0001.rsa.pub"),
+        "{m}"
+    );
 }
 
 fn qemu_of(arch: &str) -> &'static str {

@@ -167,6 +167,7 @@ fn install(cx: &InstallCx, provider: &dyn Provider) -> Result<Installed> {
         kind: provider.kind().to_string(),
         ..origin
     });
+    let keys = keep_keys(cx)?;
     let manifest = Manifest {
         arch: spec.name.clone(),
         name: req.id.name.clone(),
@@ -177,6 +178,8 @@ fn install(cx: &InstallCx, provider: &dyn Provider) -> Result<Installed> {
         source: origin.source,
         mirror: origin.mirror,
         repositories: origin.repositories,
+        keys,
+        allow_untrusted: req.allow_untrusted,
         installed_at: store::now_rfc3339(),
         tarball,
         owners_recorded,
@@ -238,6 +241,27 @@ fn add_packages(
         cx.req.allow_untrusted,
     )?;
     Ok(done.report)
+}
+
+/// Copies the `--key` files into `staging/keys/` (beside the manifest,
+/// where no guest reaches) so `reset` trusts the same keys; their names.
+fn keep_keys(cx: &InstallCx) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    if cx.req.keys.is_empty() {
+        return Ok(names);
+    }
+    let dir = cx.staging.join("keys");
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    for k in &cx.req.keys {
+        let key = apk::sign::read_key(k)?;
+        if key.name.starts_with('.') || key.name.contains('/') {
+            continue;
+        }
+        let p = dir.join(&key.name);
+        fs::write(&p, &key.pem).with_context(|| format!("writing {}", p.display()))?;
+        names.push(key.name);
+    }
+    Ok(names)
 }
 
 /// Rootless with subordinate ids: makes the archive's ownership real (in a

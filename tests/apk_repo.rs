@@ -660,3 +660,48 @@ fn packages_are_installed_natively() {
     ]);
     assert!(stderr(&o).contains("--ephemeral"), "{}", stderr(&o));
 }
+
+/// Not a test: builds the repository `bench/apk.sh` measures against, in
+/// `$XROOT_BENCH_REPO` (run with `--ignored`): the aarch64 mirror of the
+/// tests plus `bench-payload`, a 7 MB package of real aarch64 files.
+#[test]
+#[ignore]
+fn make_bench_repository() {
+    let Some(dir) = std::env::var_os("XROOT_BENCH_REPO") else {
+        panic!("set XROOT_BENCH_REPO=DIR");
+    };
+    let dir = Path::new(&dir);
+    fs::create_dir_all(dir).unwrap();
+    let key = key(dir);
+    let arch = "aarch64";
+    let tree = apkrepo::Tree::read(&mirror_dir().join(format!(
+        "v3.20/releases/{arch}/alpine-minirootfs-3.20.3-{arch}.tar.gz"
+    )));
+    let mut payload = apkrepo::Pkg::meta("bench-payload", "1.0-r0", arch, &[]);
+    for d in ["usr", "usr/share", "usr/share/bench-payload"] {
+        payload.entries.push(apkrepo::Entry::Dir {
+            path: d.into(),
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+        });
+    }
+    for (path, e) in &tree.entries {
+        if e.0.is_file()
+            && (path.starts_with("lib/") || path.starts_with("usr/lib/") || path == "bin/busybox")
+        {
+            payload.entries.push(apkrepo::Entry::File {
+                path: format!("usr/share/bench-payload/{}", path.replace('/', "_")),
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+                data: e.4.clone(),
+            });
+        }
+    }
+    apkrepo::alpine_mirror(dir, &[arch], &key, &[payload]);
+    // A real symlink, for servers that do not know the tests' convention.
+    fs::remove_file(dir.join("latest-stable")).unwrap();
+    std::os::unix::fs::symlink("v3.20", dir.join("latest-stable")).unwrap();
+    eprintln!("key: {}", key.public_file.display());
+}

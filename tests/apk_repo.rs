@@ -401,6 +401,87 @@ fn bad_repositories_install_nothing() {
     assert!(err.contains("warning: UNTRUSTED"), "{err}");
 }
 
+/// A base meta package `base` depending on `xroot-probe`, which holds the
+/// probe binary of `qemu` as /usr/bin/probe (and /bin/sh, for the arch check).
+fn probe_packages(arch: &str, qemu: &str, base: &str) -> (apkrepo::Pkg, apkrepo::Pkg) {
+    let probe = fs::read(probe(qemu)).unwrap();
+    let mut b = apkrepo::Pkg::meta(base, "1.0-r0", arch, &["xroot-probe"]);
+    b.entries.push(apkrepo::Entry::Dir {
+        path: "etc".into(),
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+    });
+    b.entries.push(apkrepo::Entry::File {
+        path: format!("etc/{base}-release"),
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        data: b"1.0 (xroot test)\n".to_vec(),
+    });
+    let mut p = apkrepo::Pkg::meta("xroot-probe", "1.0-r0", arch, &[]);
+    p.fields.push(('p', "cmd:probe=1.0-r0".into()));
+    for d in ["bin", "usr", "usr/bin"] {
+        p.entries.push(apkrepo::Entry::Dir {
+            path: d.into(),
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+        });
+    }
+    p.entries.push(apkrepo::Entry::File {
+        path: "usr/bin/probe".into(),
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+        data: probe,
+    });
+    // What xroot checks the arch by.
+    p.entries.push(apkrepo::Entry::Symlink {
+        path: "bin/sh".into(),
+        target: "/usr/bin/probe".into(),
+    });
+    (b, p)
+}
+
+/// mips64's spec: Alpine v3.14 (its last branch); `--source apk` builds
+/// it from that branch's repositories with Alpine's mips64 key ring plus
+/// the test key.
+#[test]
+fn mips64_builds_from_alpine_v3_14_repositories() {
+    if !sandbox_ready("mips64") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let key = key(tmp.path());
+    let (base, p) = probe_packages("mips64", "mips64", "alpine-base");
+    let m = tmp.path().join("mirror");
+    apkrepo::write_repo(&m.join("v3.14/main"), "mips64", &[base, p], &key, true);
+    apkrepo::write_repo(&m.join("v3.14/community"), "mips64", &[], &key, true);
+    let server = MirrorServer::start(m.clone());
+    let env = Env::new(&server.url);
+    let k = key.public_file.display().to_string();
+    let o = env.run(&["fetch", "mips64", "--source", "apk", "--key", &k]);
+    let err = stderr(&o);
+    ok(&o);
+    assert!(err.contains("/v3.14/main/mips64/APKINDEX.tar.gz"), "{err}");
+    let out = ok(&env.run(&["run", "mips64", "--", "/usr/bin/probe"]));
+    assert!(out.contains("machine=mips64"), "{out}");
+    // Alpine's own mips64 key is trusted too, and written for the guest's apk.
+    assert!(env
+        .rootfs("mips64")
+        .join("etc/apk/keys/alpine-devel@lists.alpinelinux.org-5e69ca50.rsa.pub")
+        .exists());
+    // The release tarball of a branch without it names the branches that have it.
+    let o = env.run(&["fetch", "mips64@rel", "--branch", "v3.20"]);
+    let err = stderr(&o);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("v3.12, v3.13, v3.14") && err.contains("--branch v3.14"),
+        "{err}"
+    );
+}
+
 /// A repository laid out as Adélie's (`adelie/1.0/{system,user}/ppc/`)
 /// with the ppc probe packed as a package: `xroot fetch ppc` (the spec's
 /// default source, pointed at the test mirror with --repo) bootstraps
@@ -413,43 +494,7 @@ fn adelie_layout_bootstraps_ppc() {
         }
         let tmp = tempfile::tempdir().unwrap();
         let key = key(tmp.path());
-        let probe = fs::read(probe(qemu)).unwrap();
-        let mut base = apkrepo::Pkg::meta("adelie-base", "1.0-r0", arch, &["xroot-probe"]);
-        base.entries.push(apkrepo::Entry::Dir {
-            path: "etc".into(),
-            mode: 0o755,
-            uid: 0,
-            gid: 0,
-        });
-        base.entries.push(apkrepo::Entry::File {
-            path: "etc/adelie-release".into(),
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            data: b"1.0 (xroot test)\n".to_vec(),
-        });
-        let mut p = apkrepo::Pkg::meta("xroot-probe", "1.0-r0", arch, &[]);
-        p.fields.push(('p', "cmd:probe=1.0-r0".into()));
-        for d in ["bin", "usr", "usr/bin"] {
-            p.entries.push(apkrepo::Entry::Dir {
-                path: d.into(),
-                mode: 0o755,
-                uid: 0,
-                gid: 0,
-            });
-        }
-        p.entries.push(apkrepo::Entry::File {
-            path: "usr/bin/probe".into(),
-            mode: 0o755,
-            uid: 0,
-            gid: 0,
-            data: probe,
-        });
-        // What xroot checks the arch by.
-        p.entries.push(apkrepo::Entry::Symlink {
-            path: "bin/sh".into(),
-            target: "/usr/bin/probe".into(),
-        });
+        let (base, p) = probe_packages(arch, qemu, "adelie-base");
         let m = tmp.path().join("mirror");
         let system = m.join("adelie/1.0/system");
         apkrepo::write_repo(&system, arch, &[base, p], &key, true);

@@ -49,6 +49,9 @@ pub fn add_to_installed(
     ui: Ui,
     guest: Option<GuestRun>,
 ) -> Result<Installed> {
+    if req.packages.is_empty() {
+        return Ok(installed);
+    }
     let root = installed.root();
     let missing = apk::missing(&root, &req.packages)?;
     if missing.is_empty() {

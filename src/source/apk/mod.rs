@@ -570,6 +570,19 @@ fn download(
         Mutex::new((0..pkgs.len()).map(|_| None).collect());
     let fetched = AtomicUsize::new(0);
     let one = |p: &Package| -> Result<Apk> {
+        // Name and version become a URL path and a file name in the cache.
+        if [&p.name, &p.version]
+            .iter()
+            .any(|s| s.is_empty() || s.starts_with('.') || s.contains(['/', '\0', '?', '#']))
+        {
+            bail!(hinted(
+                format!(
+                    "the index names a package {:?} version {:?}, which is not a safe file name",
+                    p.name, p.version
+                ),
+                "the repository is broken or hostile; nothing was installed",
+            ));
+        }
         let url = format!("{}/{apk_arch}/{}", repos[p.repo], p.file_name());
         let cached = cache.join(cache_name(p));
         if let Ok(bytes) = std::fs::read(&cached) {
@@ -777,6 +790,7 @@ fn remove_scripts(root: &Path) {
     let Ok(t) = openat(Some(rfd), "tmp", dir, Mode::empty()) else {
         return;
     };
+    // SAFETY: openat just returned this fd; the guard owns and closes it.
     let _tguard = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(t) };
     let Ok(mut d) = nix::dir::Dir::openat(Some(t), ".xroot-apk", dir, Mode::empty()) else {
         return;

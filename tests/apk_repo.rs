@@ -315,6 +315,27 @@ fn bad_repositories_install_nothing() {
         &["hates-busybox-1.0-r0 conflicts with busybox-1.36.1-r29"],
     );
 
+    // A repository that is not there.
+    let nowhere = format!("{}/nowhere", server.url);
+    refused(
+        &env,
+        &[
+            "fetch",
+            arch,
+            "--source",
+            "apk",
+            "--key",
+            k.as_str(),
+            "--repo",
+            nowhere.as_str(),
+        ],
+        &[
+            "nowhere/aarch64/APKINDEX.tar.gz",
+            "HTTP 404",
+            "check --repo",
+        ],
+    );
+
     // No key for the index (the shipped Alpine keys did not sign it).
     refused(
         &env,

@@ -488,7 +488,16 @@ fn load_index(
 ) -> Result<Vec<Package>> {
     let url = format!("{repo}/{apk_arch}/APKINDEX.tar.gz");
     env.ui.info(format!("reading {url}"));
-    let bytes = get_bytes(env.transport, &url, 256 << 20)?;
+    let bytes = get_bytes(env.transport, &url, 256 << 20).map_err(|e| {
+        if e.to_string().contains("HTTP 404") || e.to_string().contains("No such file") {
+            hinted(
+                e.to_string(),
+                format!("{repo} has no {apk_arch} index: check --repo and the arch (an apk repository holds REPO/ARCH/APKINDEX.tar.gz)"),
+            )
+        } else {
+            e
+        }
+    })?;
     let (first_raw, first, rest) =
         sign::split_gzip(&bytes, 256 << 20).with_context(|| format!("reading {url}"))?;
     let sigs = sign::signatures(&first).unwrap_or_default();

@@ -191,12 +191,13 @@ impl Pkg {
                     let mut h = header(tar::EntryType::Regular, *mode, d.len() as u64);
                     h.set_uid(*uid);
                     h.set_gid(*gid);
-                    // abuild puts each file's SHA-1 in a PAX header before it.
-                    data.append_pax_extensions([(
-                        "APK-TOOLS.checksum.SHA1",
-                        hex(&Sha1::digest(d)).as_bytes(),
-                    )])
-                    .unwrap();
+                    // abuild puts each file's SHA-1 in a PAX header before
+                    // it (named, as apk's tar reader wants a name).
+                    let record = format!(" APK-TOOLS.checksum.SHA1={}\n", hex(&Sha1::digest(d)));
+                    let record = format!("{}{record}", record.len() + 2);
+                    let mut ph = header(tar::EntryType::XHeader, 0o644, record.len() as u64);
+                    data.append_data(&mut ph, format!("PaxHeaders/{path}"), record.as_bytes())
+                        .unwrap();
                     data.append_data(&mut h, path, d.as_slice()).unwrap();
                     installed += d.len() as u64;
                 }

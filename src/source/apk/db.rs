@@ -64,18 +64,38 @@ pub fn installed_text(pkgs: &[Installed]) -> String {
     s
 }
 
+/// Everything [`write`] puts into the tree.
+pub struct Db<'a> {
+    /// The packages installed now (their scripts and triggers).
+    pub pkgs: &'a [Installed<'a>],
+    /// The whole `installed` file (what was there, then `pkgs`).
+    pub installed_text: &'a str,
+    pub world: &'a [String],
+    pub repositories: &'a [String],
+    /// (repository, its `APKINDEX.tar.gz` as fetched), for apk's cache.
+    pub indexes: &'a [(String, Vec<u8>)],
+    pub apk_arch: &'a str,
+    pub keys: &'a [Key],
+}
+
+/// apk's name for a repository's cached index: `APKINDEX.<first 4 bytes
+/// of the SHA-1 of the index URL, hex>.tar.gz`.
+pub fn cache_index_name(repo: &str, apk_arch: &str) -> String {
+    let h = super::sign::sha1(format!("{repo}/{apk_arch}/APKINDEX.tar.gz").as_bytes());
+    format!("APKINDEX.{}.tar.gz", crate::fetch::stream::hex(&h[..4]))
+}
+
 /// Writes the database and `/etc/apk` into `root`.
-#[allow(clippy::too_many_arguments)]
-pub fn write(
-    root: &Path,
-    pkgs: &[Installed],
-    installed_text: &str,
-    world: &[String],
-    repositories: &[String],
-    apk_arch: &str,
-    keys: &[Key],
-    limits: extract::Limits,
-) -> Result<extract::Report> {
+pub fn write(root: &Path, db: &Db, limits: extract::Limits) -> Result<extract::Report> {
+    let Db {
+        pkgs,
+        installed_text,
+        world,
+        repositories,
+        indexes,
+        apk_arch,
+        keys,
+    } = *db;
     let mut b = tar::Builder::new(Vec::new());
     let dir = |b: &mut tar::Builder<Vec<u8>>, p: &str| -> Result<()> {
         let mut h = header(tar::EntryType::Directory, 0o755, 0);
@@ -139,6 +159,15 @@ pub fn write(
         format!("{apk_arch}\n").as_bytes(),
         0o644,
     )?;
+    // The indexes as apk caches them, so `apk add` works without `apk update`.
+    for (repo, raw) in indexes {
+        file(
+            &mut b,
+            &format!("var/cache/apk/{}", cache_index_name(repo, apk_arch)),
+            raw,
+            0o644,
+        )?;
+    }
     for k in keys {
         if k.name.contains('/') || k.name.starts_with('.') {
             continue;
@@ -176,4 +205,17 @@ fn now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    /// The name apk 2.14 itself gave the cache of this index (seen in a
+    /// guest after `apk update`).
+    #[test]
+    fn cache_index_names_are_apks() {
+        assert_eq!(
+            super::cache_index_name("http://127.0.0.1:50825/latest-stable/main", "aarch64"),
+            "APKINDEX.d0340df9.tar.gz"
+        );
+    }
 }

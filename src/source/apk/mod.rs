@@ -329,8 +329,11 @@ fn install(
 ) -> Result<Done> {
     let ui = env.ui;
     let mut pkgs = Vec::new();
+    let mut indexes = Vec::new();
     for (i, repo) in repositories.iter().enumerate() {
-        pkgs.extend(load_index(env, repo, i, apk_arch, keys, allow_untrusted)?);
+        let (p, raw) = load_index(env, repo, i, apk_arch, keys, allow_untrusted)?;
+        pkgs.extend(p);
+        indexes.push((repo.clone(), raw));
     }
     let n_installed = tree.installed.len();
     let mut all = tree.installed;
@@ -432,15 +435,18 @@ fn install(
             text.push('\n');
         }
         text.push_str(&db::installed_text(&records));
-        write_db(
-            env,
+        db::write(
             root,
-            &records,
-            &text,
-            &world_names,
-            repositories,
-            apk_arch,
-            keys,
+            &db::Db {
+                pkgs: &records,
+                installed_text: &text,
+                world: &world_names,
+                repositories,
+                indexes: &indexes,
+                apk_arch,
+                keys,
+            },
+            env.limits,
         )?
     };
     report.owners.append(&mut db_report.owners);
@@ -454,29 +460,6 @@ fn install(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn write_db(
-    env: &Env,
-    root: &Path,
-    records: &[db::Installed],
-    installed_text: &str,
-    world: &[String],
-    repositories: &[String],
-    apk_arch: &str,
-    keys: &[Key],
-) -> Result<extract::Report> {
-    db::write(
-        root,
-        records,
-        installed_text,
-        world,
-        repositories,
-        apk_arch,
-        keys,
-        env.limits,
-    )
-}
-
 /// Fetches `{repo}/{arch}/APKINDEX.tar.gz`, checks its signature, parses it.
 fn load_index(
     env: &Env,
@@ -485,7 +468,7 @@ fn load_index(
     apk_arch: &str,
     keys: &[Key],
     allow_untrusted: bool,
-) -> Result<Vec<Package>> {
+) -> Result<(Vec<Package>, Vec<u8>)> {
     let url = format!("{repo}/{apk_arch}/APKINDEX.tar.gz");
     env.ui.info(format!("reading {url}"));
     let bytes = get_bytes(env.transport, &url, 256 << 20).map_err(|e| {
@@ -524,7 +507,6 @@ fn load_index(
             ));
         }
     }
-    let _ = index_gz;
     let mut ar = tar::Archive::new(index_tar.as_slice());
     for e in ar.entries().with_context(|| format!("reading {url}"))? {
         let mut e = e.with_context(|| format!("reading {url}"))?;
@@ -532,12 +514,12 @@ fn load_index(
             let mut text = String::new();
             e.read_to_string(&mut text)
                 .with_context(|| format!("reading APKINDEX of {url}"))?;
-            let pkgs =
-                index::parse(&text, n).with_context(|| format!("reading APKINDEX of {url}"))?;
-            return Ok(pkgs
+            let pkgs = index::parse(&text, n)
+                .with_context(|| format!("reading APKINDEX of {url}"))?
                 .into_iter()
                 .filter(|p| p.arch.is_empty() || p.arch == apk_arch || p.arch == "noarch")
-                .collect());
+                .collect();
+            return Ok((pkgs, bytes));
         }
     }
     bail!(hinted(

@@ -86,7 +86,7 @@ pub struct SourceArgs {
     /// from apk repositories), tarball (--from) [default: the arch's spec]
     #[arg(long, value_name = "KIND")]
     pub source: Option<String>,
-    /// apk repository URL for --source apk (repeatable) [default: the spec's]
+    /// apk repository URL for --source apk and --packages (repeatable) [default: the spec's; $XROOT_APK_REPOSITORIES]
     #[arg(long = "repo", value_name = "URL")]
     pub repos: Vec<String>,
     /// Also trust this public key (PEM) for apk repository signatures (repeatable)

@@ -20,7 +20,11 @@ RUNS=${1:-5}
 ARCH=aarch64
 command -v hyperfine >/dev/null || { echo "bench/apk.sh: needs hyperfine" >&2; exit 1; }
 cargo build --release -q
-XROOT=$(ls -1 target/*/release/xroot target/release/xroot 2>/dev/null | head -n1)
+XROOT=
+for f in target/*/release/xroot target/release/xroot; do
+    [ -x "$f" ] && { XROOT=$PWD/$f; break; }
+done
+[ -n "$XROOT" ] || { echo "bench/apk.sh: no release build of xroot" >&2; exit 1; }
 WORK=$(mktemp -d /tmp/xroot-bench-apk.XXXXXX)
 SERVER=
 cleanup() {

@@ -19,17 +19,20 @@
 //! database, repositories and keys.
 
 pub mod db;
+mod download;
 pub mod index;
 pub mod keys;
 pub mod package;
 pub mod resolve;
+mod scripts;
 pub mod sign;
+mod tree;
 pub mod version;
+
+pub use tree::{is_apk_tree, missing, read_in_tree};
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
 
@@ -41,7 +44,6 @@ use crate::specs::{Source, Spec};
 use crate::store::Store;
 use crate::ui::Ui;
 use index::{Dep, Package};
-use package::Apk;
 use sign::Key;
 
 /// What to bootstrap, from where, trusting which keys.
@@ -285,7 +287,7 @@ pub fn add(
         ));
     }
     let mut keys = sign::trusted(keyring, &apk_arch, extra)?;
-    for (name, pem) in keys_in_tree(root)? {
+    for (name, pem) in tree::keys_in_tree(root)? {
         if !keys.iter().any(|k| k.name == name) {
             keys.push(Key { name, pem });
         }
@@ -375,7 +377,7 @@ fn install(
         total.div_ceil(1_000_000),
         repositories.join(", ")
     ));
-    let apks = download(env, &new, repositories, apk_arch, allow_untrusted)?;
+    let apks = download::download(env, &new, repositories, apk_arch, allow_untrusted)?;
     // Unpack in dependency order.
     let chown = nix::unistd::geteuid().is_root();
     let opts = extract::Options {
@@ -450,7 +452,7 @@ fn install(
         )?
     };
     report.owners.append(&mut db_report.owners);
-    run_scripts(env, root, &records)?;
+    scripts::run_scripts(env, root, &records)?;
     Ok(Done {
         report,
         versions: new
@@ -540,364 +542,4 @@ fn get_bytes(t: &Transport, url: &str, max: u64) -> Result<Vec<u8>> {
         bail!("{url} is larger than {max} bytes");
     }
     Ok(buf)
-}
-
-/// Downloads (or takes from the cache) and verifies every package, four
-/// at a time, with one progress bar. Verified packages are kept in the
-/// store's `cache/apk/`, named by their checksum.
-fn download(
-    env: &Env,
-    pkgs: &[&Package],
-    repos: &[String],
-    apk_arch: &str,
-    allow_untrusted: bool,
-) -> Result<Vec<Apk>> {
-    let cache = env.store.cache_dir().join("apk");
-    std::fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
-    let total: u64 = pkgs.iter().map(|p| p.size).sum();
-    let bar = env.ui.bar(Some(total), "packages");
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Result<Apk>>>> =
-        Mutex::new((0..pkgs.len()).map(|_| None).collect());
-    let fetched = AtomicUsize::new(0);
-    let one = |p: &Package| -> Result<Apk> {
-        // Name and version become a URL path and a file name in the cache.
-        if [&p.name, &p.version]
-            .iter()
-            .any(|s| s.is_empty() || s.starts_with('.') || s.contains(['/', '\0', '?', '#']))
-        {
-            bail!(hinted(
-                format!(
-                    "the index names a package {:?} version {:?}, which is not a safe file name",
-                    p.name, p.version
-                ),
-                "the repository is broken or hostile; nothing was installed",
-            ));
-        }
-        let url = format!("{}/{apk_arch}/{}", repos[p.repo], p.file_name());
-        let cached = cache.join(cache_name(p));
-        if let Ok(bytes) = std::fs::read(&cached) {
-            if let Ok(apk) = package::verify(p, bytes, &url, allow_untrusted) {
-                bar.inc(p.size);
-                return Ok(apk);
-            }
-        }
-        let body = env.transport.get(&url)?;
-        let mut bytes = Vec::with_capacity(p.size as usize);
-        let mut r = body
-            .reader
-            .take(if p.size > 0 { p.size + 1 } else { 1 << 30 });
-        let mut buf = [0u8; 64 * 1024];
-        loop {
-            let n = r
-                .read(&mut buf)
-                .with_context(|| format!("downloading {url}"))?;
-            if n == 0 {
-                break;
-            }
-            bytes.extend_from_slice(&buf[..n]);
-            bar.inc(n as u64);
-        }
-        package::check_size(p, bytes.len())?;
-        let apk = package::verify(p, bytes, &url, allow_untrusted)?;
-        fetched.fetch_add(1, Ordering::Relaxed);
-        let tmp = cache.join(format!(".{}.{}", cache_name(p), std::process::id()));
-        if std::fs::write(&tmp, &apk.bytes).is_ok() {
-            let _ = std::fs::rename(&tmp, &cached);
-        }
-        let _ = std::fs::remove_file(&tmp);
-        Ok(apk)
-    };
-    std::thread::scope(|s| {
-        for _ in 0..4.min(pkgs.len()) {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(p) = pkgs.get(i) else { break };
-                let r = one(p);
-                let failed = r.is_err();
-                if let Ok(mut v) = results.lock() {
-                    v[i] = Some(r);
-                }
-                if failed {
-                    // Stop handing out work: the install fails anyway.
-                    next.store(pkgs.len(), Ordering::Relaxed);
-                }
-            });
-        }
-    });
-    bar.finish();
-    let results = results
-        .into_inner()
-        .map_err(|_| anyhow::anyhow!("a download thread panicked"))?;
-    let mut out = Vec::with_capacity(pkgs.len());
-    for (p, r) in pkgs.iter().zip(results) {
-        match r {
-            Some(Ok(a)) => out.push(a),
-            Some(Err(e)) => return Err(e),
-            None => bail!("{}-{} was not downloaded", p.name, p.version),
-        }
-    }
-    let n = fetched.load(Ordering::Relaxed);
-    env.ui.info(format!(
-        "{n} packages downloaded, {} from the cache",
-        pkgs.len() - n
-    ));
-    Ok(out)
-}
-
-/// `name-version.<hex SHA-1 of the control stream>.apk`.
-fn cache_name(p: &Package) -> String {
-    use base64::Engine;
-    let hex = p
-        .checksum
-        .strip_prefix("Q1")
-        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-        .map(|b| crate::fetch::stream::hex(&b))
-        .unwrap_or_else(|| "unverified".into());
-    format!("{}-{}.{hex}.apk", p.name, p.version)
-}
-
-/// Runs the packages' scripts in the sandbox after everything is unpacked:
-/// every `.pre-install`, then every `.post-install` (in install order,
-/// with the version as argument, from `/`, as apk does), then each
-/// `.trigger` with the trigger directories that exist. A failing script
-/// fails the install, named by package.
-fn run_scripts(env: &Env, root: &Path, records: &[db::Installed]) -> Result<()> {
-    let mut steps: Vec<(String, &[u8], Vec<String>)> = Vec::new();
-    for phase in [".pre-install", ".post-install"] {
-        for r in records {
-            if let Some((_, body)) = r.scripts.iter().find(|(n, _)| n == phase) {
-                steps.push((
-                    format!("{}{phase}", r.pkg.name),
-                    body,
-                    vec![r.pkg.version.clone()],
-                ));
-            }
-        }
-    }
-    for r in records {
-        if let Some((_, body)) = r.scripts.iter().find(|(n, _)| n == ".trigger") {
-            let dirs: Vec<String> = r
-                .triggers
-                .iter()
-                .filter(|t| !t.contains('*'))
-                .filter(|t| {
-                    std::fs::symlink_metadata(root.join(t.trim_start_matches('/')))
-                        .is_ok_and(|m| m.is_dir())
-                })
-                .cloned()
-                .collect();
-            if !dirs.is_empty() {
-                steps.push((format!("{}.trigger", r.pkg.name), body, dirs));
-            }
-        }
-    }
-    if steps.is_empty() {
-        return Ok(());
-    }
-    let Some(guest) = env.guest else {
-        env.ui.warn(format!(
-            "{} install scripts were not run (no sandbox here)",
-            steps.len()
-        ));
-        return Ok(());
-    };
-    const DIR: &str = "tmp/.xroot-apk";
-    let mut driver = String::from(
-        "#!/bin/sh\n# Written by xroot: runs the packages' install scripts, then removes itself.\ncd / || exit 1\nexec >&2\n",
-    );
-    let mut b = tar::Builder::new(Vec::new());
-    let mut add = |name: &str, data: &[u8]| -> Result<()> {
-        let mut h = db::header(tar::EntryType::Regular, 0o755, data.len() as u64);
-        b.append_data(&mut h, format!("{DIR}/{name}"), data)
-            .context("packing install scripts")
-    };
-    for (i, (name, body, args)) in steps.iter().enumerate() {
-        let file = format!("{i:03}-{name}");
-        add(&file, body)?;
-        let args: Vec<String> = args.iter().map(|a| shell_quote(a)).collect();
-        driver.push_str(&format!(
-            "/{DIR}/{file} {} || {{ s=$?; echo {} $s > /{DIR}/failed; exit 1; }}\n",
-            args.join(" "),
-            shell_quote(name)
-        ));
-    }
-    add("run", driver.as_bytes())?;
-    let mut tmp = db::header(tar::EntryType::Directory, 0o1777, 0);
-    let mut tarball = tar::Builder::new(Vec::new());
-    tarball
-        .append_data(&mut tmp, "tmp", std::io::empty())
-        .context("packing install scripts")?;
-    let mut tarball = tarball.into_inner().context("packing install scripts")?;
-    // Drop the first archive's end marker, then append the scripts.
-    tarball.truncate(512);
-    tarball.extend(b.into_inner().context("packing install scripts")?);
-    let opts = extract::Options {
-        limits: env.limits,
-        chown: false,
-    };
-    extract::unpack(tarball.as_slice(), root, &opts, &mut |_| {})
-        .map_err(|e| anyhow::anyhow!("placing install scripts in {}: {e}", root.display()))?;
-    env.ui.info(format!(
-        "running {} install scripts and triggers",
-        steps.len()
-    ));
-    let status = guest(root, &["/bin/sh".into(), format!("/{DIR}/run")]);
-    let failed = read_in_tree(root, &format!("{DIR}/failed")).ok().flatten();
-    remove_scripts(root);
-    let status = status.context("running install scripts")?;
-    if status != 0 {
-        let what = failed
-            .map(|f| {
-                let mut w = f.split_whitespace();
-                let script = w.next().unwrap_or("?").to_string();
-                let code = w.next().unwrap_or("?").to_string();
-                format!("{script} exited with status {code}")
-            })
-            .unwrap_or_else(|| format!("the install scripts failed with status {status}"));
-        bail!(hinted(
-            format!("install script {what}; nothing was installed"),
-            "see its messages above; the package or the emulation of this arch is at fault",
-        ));
-    }
-    Ok(())
-}
-
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
-}
-
-/// Removes `tmp/.xroot-apk` through directory fds, never following a
-/// symlink the scripts may have left (best effort).
-fn remove_scripts(root: &Path) {
-    use nix::fcntl::{openat, OFlag};
-    use nix::sys::stat::Mode;
-    use nix::unistd::{unlinkat, UnlinkatFlags};
-    let dir = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let Ok(r) = nix::dir::Dir::open(root, dir, Mode::empty()) else {
-        return;
-    };
-    let rfd = std::os::fd::AsRawFd::as_raw_fd(&r);
-    let Ok(t) = openat(Some(rfd), "tmp", dir, Mode::empty()) else {
-        return;
-    };
-    // SAFETY: openat just returned this fd; the guard owns and closes it.
-    let _tguard = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(t) };
-    let Ok(mut d) = nix::dir::Dir::openat(Some(t), ".xroot-apk", dir, Mode::empty()) else {
-        return;
-    };
-    let dfd = std::os::fd::AsRawFd::as_raw_fd(&d);
-    let names: Vec<std::ffi::CString> = d
-        .iter()
-        .flatten()
-        .map(|e| e.file_name().to_owned())
-        .filter(|n| n.as_bytes() != b"." && n.as_bytes() != b"..")
-        .collect();
-    for n in names {
-        let _ = unlinkat(Some(dfd), n.as_c_str(), UnlinkatFlags::NoRemoveDir);
-    }
-    drop(d);
-    let _ = unlinkat(Some(t), ".xroot-apk", UnlinkatFlags::RemoveDir);
-}
-
-/// Reads `rel` inside `root` without following any symlink on the way
-/// (the tree is what packages made it). `None` if it does not exist.
-pub fn read_in_tree(root: &Path, rel: &str) -> Result<Option<String>> {
-    use nix::fcntl::{openat, OFlag};
-    use nix::sys::stat::Mode;
-    use std::os::fd::{FromRawFd, OwnedFd};
-    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let mut cur: OwnedFd = match nix::fcntl::open(root, flags | OFlag::O_DIRECTORY, Mode::empty()) {
-        // SAFETY: open just returned this fd.
-        Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd) },
-        Err(e) => return Err(e).with_context(|| format!("opening {}", root.display())),
-    };
-    let parts: Vec<&str> = rel.split('/').filter(|p| !p.is_empty()).collect();
-    for (i, part) in parts.iter().enumerate() {
-        let last = i + 1 == parts.len();
-        let f = if last {
-            flags
-        } else {
-            flags | OFlag::O_DIRECTORY
-        };
-        match openat(
-            Some(std::os::fd::AsRawFd::as_raw_fd(&cur)),
-            *part,
-            f,
-            Mode::empty(),
-        ) {
-            // SAFETY: openat just returned this fd.
-            Ok(fd) => cur = unsafe { OwnedFd::from_raw_fd(fd) },
-            Err(nix::errno::Errno::ENOENT) => return Ok(None),
-            Err(e) => {
-                return Err(e).with_context(|| {
-                    format!("reading {}/{rel} (not following symlinks)", root.display())
-                })
-            }
-        }
-    }
-    let mut s = String::new();
-    std::fs::File::from(cur)
-        .take(64 << 20)
-        .read_to_string(&mut s)
-        .with_context(|| format!("reading {}/{rel}", root.display()))?;
-    Ok(Some(s))
-}
-
-/// The public keys in the tree's `/etc/apk/keys`.
-fn keys_in_tree(root: &Path) -> Result<Vec<(String, String)>> {
-    let dir = root.join("etc/apk/keys");
-    let meta = std::fs::symlink_metadata(&dir);
-    if !meta.is_ok_and(|m| m.is_dir())
-        || std::fs::symlink_metadata(root.join("etc/apk")).is_ok_and(|m| !m.is_dir())
-    {
-        return Ok(Vec::new());
-    }
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
-        let name = e?.file_name().to_string_lossy().into_owned();
-        if let Some(pem) = read_in_tree(root, &format!("etc/apk/keys/{name}"))
-            .ok()
-            .flatten()
-        {
-            out.push((name, pem));
-        }
-    }
-    Ok(out)
-}
-
-/// Which of `wanted` (package names, `so:`/`cmd:` names, with optional
-/// constraints) no package in `root`'s database provides. Reads only the
-/// tree: nothing is fetched when everything is there.
-pub fn missing(root: &Path, wanted: &[String]) -> Result<Vec<String>> {
-    if !is_apk_tree(root) {
-        return Err(hinted(
-            format!(
-                "cannot add {}: {} is not apk-based (no /lib/apk/db/installed)",
-                wanted.join(", "),
-                root.display()
-            ),
-            "--packages installs apk packages; install others with the tree's own package manager via `xroot run`",
-        ));
-    }
-    let installed = index::parse(
-        &read_in_tree(root, "lib/apk/db/installed")?.unwrap_or_default(),
-        0,
-    )
-    .with_context(|| format!("reading {}/lib/apk/db/installed", root.display()))?;
-    Ok(wanted
-        .iter()
-        .filter(|w| {
-            let Some(d) = Dep::parse(w) else { return true };
-            !installed
-                .iter()
-                .any(|p| p.provides_name(&d.name).is_some_and(|v| d.allows(v)))
-        })
-        .cloned()
-        .collect())
-}
-
-/// Whether `root` is an apk system (has `/lib/apk/db/installed`).
-pub fn is_apk_tree(root: &Path) -> bool {
-    std::fs::symlink_metadata(root.join("lib/apk/db/installed")).is_ok_and(|m| m.is_file())
 }

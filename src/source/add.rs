@@ -82,7 +82,7 @@ pub fn add_to_installed(
         guest,
     };
     ui.info(format!("adding {} to {id}", missing.join(", ")));
-    apk::add(
+    let done = apk::add(
         &env,
         &root,
         &missing,
@@ -92,6 +92,31 @@ pub fn add_to_installed(
         req.allow_untrusted,
     )?;
     let mut manifest = m.clone();
+    // Owners the unpacking could not apply, as at install time: made real
+    // with subordinate ids, else recorded beside the tree.
+    let owners = &done.report.owners;
+    if !owners.is_empty() && !nix::unistd::geteuid().is_root() {
+        match crate::userns::subordinate_map() {
+            Some(map) => crate::store::apply_owners(&map, &root, owners)?,
+            None => {
+                let tsv = installed.dir.join("owners.tsv");
+                let mut text = fs::read_to_string(&tsv).unwrap_or_else(|_| {
+                    "# path\tuid\tgid\tmode (ownership and modes not applied on the host)\n".into()
+                });
+                for o in owners {
+                    text.push_str(&format!(
+                        "{}\t{}\t{}\t{:o}\n",
+                        o.path.display(),
+                        o.uid,
+                        o.gid,
+                        o.mode
+                    ));
+                }
+                fs::write(&tsv, text).with_context(|| format!("writing {}", tsv.display()))?;
+                manifest.owners_recorded = true;
+            }
+        }
+    }
     for p in &req.packages {
         if !manifest.packages.contains(p) {
             manifest.packages.push(p.clone());

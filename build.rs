@@ -81,6 +81,13 @@ fn magic_expr(m: &Magic) -> String {
     )
 }
 
+fn strs(v: &[String]) -> String {
+    v.iter()
+        .map(|x| format!("{x:?}.into()"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn source_expr(s: &Source) -> String {
     let opt = |o: &Option<String>| match o {
         Some(v) => format!("Some({v:?}.into())"),
@@ -102,6 +109,18 @@ fn source_expr(s: &Source) -> String {
             "Source::Tarball {{ url: {url:?}.into(), sha256: {}, sha256_url: {}, version: {} }}",
             opt(sha256),
             opt(sha256_url),
+            opt(version)
+        ),
+        Source::Apk {
+            apk_arch,
+            repositories,
+            keyring,
+            world,
+            version,
+        } => format!(
+            "Source::Apk {{ apk_arch: {apk_arch:?}.into(), repositories: vec![{}], keyring: {keyring:?}.into(), world: vec![{}], version: {} }}",
+            strs(repositories),
+            strs(world),
             opt(version)
         ),
         Source::None { hint } => format!("Source::None {{ hint: {hint:?}.into() }}"),

@@ -117,6 +117,19 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct SourceArgs {
+    /// Where the rootfs comes from: alpine (release tarball), apk (built
+    /// from apk repositories), tarball (--from) [default: the arch's spec]
+    #[arg(long, value_name = "KIND")]
+    pub source: Option<String>,
+    /// apk repository URL for --source apk and --packages (repeatable) [default: the spec's; $XROOT_APK_REPOSITORIES]
+    #[arg(long = "repo", value_name = "URL")]
+    pub repos: Vec<String>,
+    /// Also trust this public key (PEM) for apk repository signatures (repeatable)
+    #[arg(long = "key", value_name = "FILE")]
+    pub keys: Vec<PathBuf>,
+    /// Accept unsigned or badly signed apk indexes and packages (unsafe: for local test repositories)
+    #[arg(long)]
+    pub allow_untrusted: bool,
     /// Alpine mirror (http://, https:// or file://) [default: https://dl-cdn.alpinelinux.org/alpine]
     #[arg(long, value_name = "URL", env = "XROOT_MIRROR")]
     pub mirror: Option<String>,
@@ -148,8 +161,10 @@ pub struct FetchArgs {
     /// Expected sha256 of --from.
     #[arg(long, value_name = "HEX", requires = "from", value_parser = crate::validate::sha256)]
     pub sha256: Option<String>,
-    /// Install these Alpine packages (`apk add`) after unpacking; needs the
-    /// network (the mirror option also sets /etc/apk/repositories).
+    /// Install these apk packages (natively, verified against the signed
+    /// index) before the tree is committed, or into an installed tree;
+    /// from --repo, else the Alpine mirror/branch, else the tree's own
+    /// /etc/apk/repositories.
     #[arg(long, value_name = "PKG,...", value_delimiter = ',')]
     pub packages: Vec<String>,
     #[command(flatten)]
@@ -261,6 +276,10 @@ pub struct GuestArgs {
     /// 127.0.0.1 services); `none` gives it a namespace with only loopback.
     #[arg(long, value_enum, value_name = "MODE", default_value_t = NetworkMode::Host)]
     pub network: NetworkMode,
+    /// Install these apk packages into the tree first, if it lacks them
+    /// (natively, verified; see `fetch --packages`).
+    #[arg(long, value_name = "PKG,...", value_delimiter = ',')]
+    pub packages: Vec<String>,
     #[command(flatten)]
     pub binfmt: BinfmtArgs,
     #[command(flatten)]

@@ -8,22 +8,52 @@ use serde::Deserialize;
 /// The flavour that is a minimal root filesystem tarball.
 pub const MINIROOTFS: &str = "alpine-minirootfs";
 
-/// One entry of `latest-releases.yaml`.
+/// One entry of `latest-releases.yaml`. Every text field also accepts
+/// what YAML reads as a number or a date (`version: 3.20`, `branch: 3.9`):
+/// old branches' files have such values unquoted.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct Release {
+    #[serde(deserialize_with = "text")]
     pub flavor: String,
+    #[serde(deserialize_with = "text")]
     pub file: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_text")]
     pub version: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_text")]
     pub branch: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_text")]
     pub arch: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_size")]
     pub size: Option<u64>,
+    #[serde(default, deserialize_with = "opt_text")]
     pub sha256: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_text")]
     pub sha512: Option<String>,
+}
+
+/// A scalar as text: strings as they are, numbers and booleans as YAML
+/// wrote them.
+fn scalar(v: serde_yaml_ng::Value) -> Option<String> {
+    match v {
+        serde_yaml_ng::Value::String(s) => Some(s),
+        serde_yaml_ng::Value::Number(n) => Some(n.to_string()),
+        serde_yaml_ng::Value::Bool(b) => Some(b.to_string()),
+        serde_yaml_ng::Value::Tagged(t) => scalar(t.value),
+        _ => None,
+    }
+}
+
+fn text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let v = serde_yaml_ng::Value::deserialize(d)?;
+    scalar(v).ok_or_else(|| serde::de::Error::custom("expected a text value"))
+}
+
+fn opt_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(scalar(serde_yaml_ng::Value::deserialize(d)?))
+}
+
+fn opt_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Ok(scalar(serde_yaml_ng::Value::deserialize(d)?).and_then(|s| s.trim().parse().ok()))
 }
 
 /// Picks the minirootfs entry from an index. The index lists several
@@ -141,6 +171,26 @@ mod tests {
                 r.sha512.clone().unwrap()
             );
         }
+    }
+
+    /// Shapes older and newer branches' files have: numbers and dates
+    /// where text is expected, optional fields missing, any key order.
+    #[test]
+    fn every_real_shape_parses() {
+        let yaml = "---\n-\n  sha256: 041fa34a81788242df9e78fa69b97ab45b8ec47ddbf88864755610414a7bf3de\n  \
+                    file: alpine-minirootfs-3.9.0-x86_64.tar.gz\n  flavor: alpine-minirootfs\n  \
+                    branch: 3.9\n  version: 3.10\n  date: 2019-01-29\n  time: 14:05:36\n  size: '2000'\n";
+        let r = pick_minirootfs(yaml).unwrap();
+        assert_eq!(
+            r.version.as_deref(),
+            Some("3.1"),
+            "YAML reads 3.10 as the float 3.1"
+        );
+        assert_eq!(r.branch.as_deref(), Some("3.9"));
+        assert_eq!(r.size, Some(2000));
+        let yaml = "- {flavor: alpine-minirootfs, file: a.tar.gz, sha256: 041fa34a81788242df9e78fa69b97ab45b8ec47ddbf88864755610414a7bf3de}";
+        let r = pick_minirootfs(yaml).unwrap();
+        assert!(r.version.is_none() && r.branch.is_none() && r.sha512.is_none());
     }
 
     #[test]

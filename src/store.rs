@@ -79,6 +79,10 @@ pub fn validate_name(n: &str) -> Result<()> {
 pub struct Manifest {
     pub arch: String,
     pub name: Option<String>,
+    /// The provider that made it (`alpine`, `apk`, `tarball`, ...); empty
+    /// in manifests written before providers existed.
+    #[serde(default)]
+    pub kind: String,
     /// Release branch (`v3.20`), or empty for a plain tarball.
     #[serde(default)]
     pub branch: String,
@@ -91,6 +95,16 @@ pub struct Manifest {
     /// The mirror, for Alpine sources.
     #[serde(default)]
     pub mirror: String,
+    /// apk repositories the tree was built from (`apk` provider).
+    #[serde(default)]
+    pub repositories: Vec<String>,
+    /// `--key` files trusted when it was built, copied to `keys/` beside
+    /// this manifest (out of the guest's reach) for `reset`.
+    #[serde(default)]
+    pub keys: Vec<String>,
+    /// Built from an index accepted with `--allow-untrusted`.
+    #[serde(default)]
+    pub allow_untrusted: bool,
     /// RFC 3339, UTC.
     pub installed_at: String,
     /// The verified tarball kept in the cache, if any.

@@ -182,11 +182,13 @@ fn errors_name_the_thing_and_the_fix() {
         !o.status.success() && e.contains("127.0.0.1:9") && e.contains("hint:"),
         "{e}"
     );
-    // No source for ppc: names where to get one.
-    let o = env.run(&["fetch", "ppc"]);
+    // No source for mips: names where to get one.
+    let o = env.run(&["fetch", "mips"]);
     let e = stderr(&o);
     assert!(
-        !o.status.success() && e.contains("no known rootfs source for ppc") && e.contains("--from"),
+        !o.status.success()
+            && e.contains("no known rootfs source for mips")
+            && e.contains("--from"),
         "{e}"
     );
     // Nothing was installed by any of these.

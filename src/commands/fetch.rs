@@ -1,10 +1,7 @@
 //! `xroot fetch`, including `--packages`: `apk add` run inside the
 //! unpacked staging tree, before it is committed.
 
-use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
@@ -12,20 +9,37 @@ use super::Ctx;
 use crate::cli::{BinfmtArgs, FetchArgs, SourceArgs};
 use crate::error::hinted;
 use crate::extract::Limits;
-use crate::fetch::{self, Request};
 use crate::sandbox;
 use crate::source::oci::ImageRef;
+use crate::source::{self as fetch, Request};
 use crate::specs::Spec;
-use crate::store::{Installed, Manifest, RootfsId};
-use crate::ui::Ui;
+use crate::store::{Installed, RootfsId};
 use crate::userns::IdMap;
 
-/// Replaces the tree's `/etc/apk/repositories` for `--packages`
-/// (newline- or comma-separated URLs or guest paths).
+/// apk repositories when `--repo` is not given (newline- or
+/// comma-separated URLs), for `--packages` and `--source apk`.
 pub const ENV_APK_REPOSITORIES: &str = "XROOT_APK_REPOSITORIES";
-/// `1`: pass `--allow-untrusted` to apk. For tests and local, unsigned
-/// repositories only: it turns off apk's signature checks.
+/// `1`: the same as `--allow-untrusted`. For tests and local, unsigned
+/// repositories only: it turns off the signature checks.
 pub const ENV_APK_ALLOW_UNTRUSTED: &str = "XROOT_APK_ALLOW_UNTRUSTED";
+
+/// `$XROOT_APK_REPOSITORIES` as a list (empty when unset).
+fn env_repositories() -> Result<Vec<String>> {
+    let Some(v) = std::env::var_os(ENV_APK_REPOSITORIES).filter(|v| !v.is_empty()) else {
+        return Ok(Vec::new());
+    };
+    let v = v.to_str().ok_or_else(|| {
+        hinted(
+            format!("{ENV_APK_REPOSITORIES} is not valid UTF-8"),
+            "give repository URLs separated by commas or newlines",
+        )
+    })?;
+    Ok(v.split([',', '\n'])
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(|r| r.trim_end_matches('/').to_string())
+        .collect())
+}
 
 /// `xroot fetch ARCH...`: several arches download in parallel, one thread
 /// each (network-bound; extraction of one overlaps the download of others).
@@ -91,15 +105,20 @@ pub fn fetch_all(ctx: &Ctx, a: FetchArgs) -> Result<()> {
     };
     let binfmt = &a.binfmt;
     let one = |spec: &Spec, req: &Request| {
-        let h = |root: &Path, m: &Manifest| apk_add(ctx, spec, binfmt, root, m, ui);
-        let h: Option<fetch::PostExtract> = if req.packages.is_empty() {
-            None
-        } else {
-            Some(&h)
-        };
-        fetch::fetch(&ctx.store, &ctx.catalog, spec, req, ui, h)
+        let g = |root: &Path, argv: &[String]| guest_run(ctx, spec, binfmt, root, argv);
+        let installed = fetch::fetch(&ctx.store, &ctx.catalog, spec, req, ui, Some(&g))?;
+        // Already installed without some of --packages: added in place.
+        fetch::add_to_installed(&ctx.store, spec, installed, req, ui, Some(&g))
     };
-    let results: Vec<Result<Installed>> = if a.packages.is_empty() {
+    // Install scripts run in a sandbox, whose clone(2) is only safe in a
+    // single-threaded process (see `userns::spawn`): whatever may run
+    // them is fetched one at a time.
+    let scripts = jobs.iter().any(|(spec, req)| {
+        !req.packages.is_empty()
+            || req.source.as_deref() == Some("apk")
+            || (req.source.is_none() && req.from.is_none() && spec.source.kind() == "apk")
+    });
+    let results: Vec<Result<Installed>> = if !scripts {
         std::thread::scope(|s| {
             let handles: Vec<_> = jobs
                 .iter()
@@ -114,8 +133,6 @@ pub fn fetch_all(ctx: &Ctx, a: FetchArgs) -> Result<()> {
                 .collect()
         })
     } else {
-        // One at a time: `apk add` runs in a sandbox, whose clone(2) is only
-        // safe in a single-threaded process (see `userns::spawn`).
         jobs.iter().map(|(spec, req)| one(spec, req)).collect()
     };
     let mut errors = Vec::new();
@@ -141,17 +158,29 @@ pub fn fetch_all(ctx: &Ctx, a: FetchArgs) -> Result<()> {
 
 /// A fetch request from the shared source options.
 pub fn request(id: RootfsId, s: &SourceArgs) -> Result<Request> {
-    Ok(Request {
-        id,
-        branch: s.branch.clone(),
-        mirror: fetch::mirror_from(s.mirror.as_deref()),
-        from: None,
-        sha256: None,
-        force: false,
-        limits: limits()?,
-        packages: Vec::new(),
-        record_as: None,
-    })
+    if let Some(k) = &s.source {
+        if !fetch::KINDS.contains(&k.as_str()) {
+            return Err(hinted(
+                format!("unknown source kind {k:?}"),
+                format!("--source takes one of: {}", fetch::KINDS.join(", ")),
+            ));
+        }
+    }
+    let mut r = Request::new(id, fetch::mirror_from(s.mirror.as_deref()), limits()?);
+    r.source = s.source.clone();
+    r.branch = s.branch.clone();
+    r.repos = s.repos.clone();
+    r.keys = s
+        .keys
+        .iter()
+        .map(|k| PathBuf::from(absolutize(&k.display().to_string())))
+        .collect();
+    r.allow_untrusted =
+        s.allow_untrusted || std::env::var(ENV_APK_ALLOW_UNTRUSTED).is_ok_and(|v| v == "1");
+    if r.repos.is_empty() {
+        r.repos = env_repositories()?;
+    }
+    Ok(r)
 }
 
 /// Extraction limits from `--max-size` / `XROOT_MAX_UNPACKED` (see `knobs`).
@@ -195,7 +224,13 @@ fn absolutize(from: &str) -> String {
 }
 
 /// Installs `id` if missing (used by `run` and `shell`).
-pub fn ensure(ctx: &Ctx, spec: &Spec, id: &RootfsId, s: &SourceArgs) -> Result<Installed> {
+pub fn ensure(
+    ctx: &Ctx,
+    spec: &Spec,
+    id: &RootfsId,
+    s: &SourceArgs,
+    b: &BinfmtArgs,
+) -> Result<Installed> {
     if let Some(i) = ctx.store.get(id)? {
         return Ok(i);
     }
@@ -207,14 +242,35 @@ pub fn ensure(ctx: &Ctx, spec: &Spec, id: &RootfsId, s: &SourceArgs) -> Result<I
     }
     ctx.ui
         .info(format!("{id} is not installed; fetching it first"));
+    let g = |root: &Path, argv: &[String]| guest_run(ctx, spec, b, root, argv);
     fetch::fetch(
         &ctx.store,
         &ctx.catalog,
         spec,
         &request(id.clone(), s)?,
         ctx.ui,
-        None,
+        Some(&g),
     )
+}
+
+/// `xroot run ARCH --packages a,b`: installs the tree if needed, then adds
+/// what it lacks of `packages` (nothing is fetched when it has them all).
+pub fn ensure_with(
+    ctx: &Ctx,
+    spec: &Spec,
+    id: &RootfsId,
+    s: &SourceArgs,
+    b: &BinfmtArgs,
+    packages: &[String],
+) -> Result<Installed> {
+    let installed = ensure(ctx, spec, id, s, b)?;
+    if packages.is_empty() {
+        return Ok(installed);
+    }
+    let mut req = request(id.clone(), s)?;
+    req.packages = self::packages(packages)?;
+    let g = |root: &Path, argv: &[String]| guest_run(ctx, spec, b, root, argv);
+    fetch::add_to_installed(&ctx.store, spec, installed, &req, ctx.ui, Some(&g))
 }
 
 /// Checks `--packages` names: each becomes one argument of `apk add`, so
@@ -235,51 +291,21 @@ fn packages(list: &[String]) -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// The [`fetch::PostExtract`] hook of `--packages`: points apk at the
-/// right repositories, then runs `apk add` in the staging tree through the
-/// sandbox, as a guest of its own. A non-zero exit fails the fetch, which
-/// then discards the staging tree.
-fn apk_add(
+/// Runs `argv` in the staging tree `root` through the sandbox, as a guest
+/// of its own under the arch's emulator (for install scripts); returns its
+/// exit status. Its output goes to stderr: `xroot fetch` prints nothing
+/// on stdout.
+pub fn guest_run(
     ctx: &Ctx,
     spec: &Spec,
     b: &BinfmtArgs,
     root: &Path,
-    m: &Manifest,
-    ui: Ui,
-) -> Result<()> {
-    let id = RootfsId {
-        arch: m.arch.clone(),
-        name: m.name.clone(),
-    };
-    let list = m.packages.join(", ");
-    if !["sbin/apk", "usr/sbin/apk", "bin/apk", "usr/bin/apk"]
-        .iter()
-        .any(|p| fs::symlink_metadata(root.join(p)).is_ok())
-    {
-        return Err(hinted(
-            format!("cannot add {list} to {id}: the rootfs has no apk"),
-            "--packages needs an Alpine rootfs; install packages with the tree's own package manager via `xroot run`",
-        ));
-    }
-    if let Some(text) = repositories(m)? {
-        write_repositories(root, &text)?;
-    }
+    argv: &[String],
+) -> Result<i32> {
     let prepared = super::binfmt::prepare(ctx, spec, b.binfmt, b.qemu.as_deref(), false)?;
-    // apk's progress goes to stdout; `exec ... >&2` keeps stdout for the
-    // user's own use (xroot fetch prints nothing there).
-    let mut argv: Vec<String> = ["/bin/sh", "-c", "exec \"$@\" >&2", "sh", "apk", "add"]
-        .map(String::from)
-        .to_vec();
-    argv.push("--no-progress".into());
-    if ui.quiet {
-        argv.push("--quiet".into());
-    }
-    if std::env::var(ENV_APK_ALLOW_UNTRUSTED).is_ok_and(|v| v == "1") {
-        argv.push("--allow-untrusted".into());
-    }
-    argv.extend(m.packages.iter().cloned());
-    // apk needs DNS to reach a mirror by name. The staging tree is not
-    // journalled: it is discarded or committed as a whole.
+    // Install scripts run in the staging tree, which is discarded or
+    // committed whole: no mount-point journal. They are guest code: a
+    // terminal of their own if the caller has one.
     let plan = sandbox::Builder::new(
         root,
         super::run::cstrings(argv.iter().map(String::as_str))?,
@@ -287,90 +313,9 @@ fn apk_add(
     )
     .hostname(format!("xroot-{}", spec.name))
     .binfmt(prepared.registrations, prepared.personality32)
-    // apk is guest code: it gets a terminal of its own too.
     .terminal(sandbox::pty::Terminal::detect())
-    .resolv_conf(
-        fs::canonicalize("/etc/resolv.conf")
-            .ok()
-            .filter(|p| p.is_file()),
-    )
     .build()?;
-    ui.info(format!("adding {list} to {id} (apk add)"));
     let status = sandbox::run(&plan);
     sandbox::restore_signals();
-    let status = status.with_context(|| format!("running apk add in {}", root.display()))?;
-    if status != 0 {
-        return Err(hinted(
-            format!("apk add {list} failed in {id} with exit status {status}; nothing was installed"),
-            format!(
-                "check the package names and that the repositories are reachable (see apk's messages above); \
-                 {ENV_APK_REPOSITORIES}=URL,... picks other repositories"
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// What `/etc/apk/repositories` should say for `--packages`:
-/// `$XROOT_APK_REPOSITORIES` if set, else the mirror the rootfs came from
-/// (its `main` and `community` of the release branch), else nothing to
-/// change (a tarball from elsewhere keeps its own file).
-fn repositories(m: &Manifest) -> Result<Option<String>> {
-    if let Some(v) = std::env::var_os(ENV_APK_REPOSITORIES).filter(|v| !v.is_empty()) {
-        let v = v.to_str().ok_or_else(|| {
-            hinted(
-                format!("{ENV_APK_REPOSITORIES} is not valid UTF-8"),
-                "give repository URLs or guest paths, separated by commas or newlines",
-            )
-        })?;
-        let repos: Vec<&str> = v
-            .split([',', '\n'])
-            .map(str::trim)
-            .filter(|r| !r.is_empty())
-            .collect();
-        return Ok(Some(repos.iter().map(|r| format!("{r}\n")).collect()));
-    }
-    if m.mirror.is_empty() || m.branch.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(format!(
-        "{0}/{1}/main\n{0}/{1}/community\n",
-        m.mirror, m.branch
-    )))
-}
-
-/// Writes `etc/apk/repositories` in an unpacked, not yet trusted tree:
-/// never through a symlink the archive may have planted (it could point
-/// anywhere on the host), by writing a new file and renaming it over.
-fn write_repositories(root: &Path, text: &str) -> Result<()> {
-    let mut dir = root.to_path_buf();
-    for part in ["etc", "apk"] {
-        dir.push(part);
-        match fs::symlink_metadata(&dir) {
-            Ok(meta) if meta.is_dir() => {}
-            Ok(_) => {
-                return Err(hinted(
-                    format!("{} is not a directory", dir.display()),
-                    "the rootfs is unusual; set up /etc/apk/repositories yourself and run apk with `xroot run`",
-                ))
-            }
-            Err(_) => {
-                fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?
-            }
-        }
-    }
-    let tmp = dir.join(".repositories.xroot");
-    let dest = dir.join("repositories");
-    let _ = fs::remove_file(&tmp);
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(text.as_bytes())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    drop(f);
-    fs::rename(&tmp, &dest).with_context(|| format!("replacing {}", dest.display()))
+    status.with_context(|| format!("running {} in {}", argv.join(" "), root.display()))
 }

@@ -26,6 +26,10 @@ struct Row {
 #[derive(Serialize)]
 struct InstalledRow {
     id: String,
+    /// The provider that made it (`alpine`, `apk`, `tarball`; empty if unknown).
+    kind: String,
+    /// What it was made from: the tarball URL or path, or the first apk repository.
+    from: String,
     version: String,
     branch: String,
     path: String,
@@ -56,6 +60,12 @@ pub fn list(ctx: &Ctx, json: bool) -> Result<()> {
             source: match &spec.source {
                 Source::Alpine { branch, .. } => format!("alpine:{branch}"),
                 Source::Tarball { url, .. } => url.clone(),
+                Source::Apk { repositories, .. } => {
+                    format!(
+                        "apk:{}",
+                        repositories.first().map(String::as_str).unwrap_or("")
+                    )
+                }
                 Source::None { .. } => "none".into(),
             },
             installed: installed
@@ -63,6 +73,8 @@ pub fn list(ctx: &Ctx, json: bool) -> Result<()> {
                 .filter(|i| i.id.arch == spec.name)
                 .map(|i| InstalledRow {
                     id: i.id.dir_name(),
+                    kind: i.manifest.kind.clone(),
+                    from: i.manifest.source.clone(),
                     version: i.manifest.version.clone(),
                     branch: i.manifest.branch.clone(),
                     path: i.root().display().to_string(),
@@ -99,10 +111,22 @@ pub fn list(ctx: &Ctx, json: bool) -> Result<()> {
                         // An image: the digest its reference resolved to.
                         let short: String = i.digest.chars().take(19).collect();
                         format!("{} ({short})", i.id)
-                    } else if i.version.is_empty() {
-                        i.id.clone()
                     } else {
-                        format!("{} ({})", i.id, crate::ui::escape(&i.version))
+                        let mut what: Vec<&str> = Vec::new();
+                        if !i.kind.is_empty() {
+                            what.push(&i.kind);
+                        }
+                        if !i.version.is_empty() {
+                            what.push(&i.version);
+                        }
+                        if !i.from.is_empty() {
+                            what.push(&i.from);
+                        }
+                        if what.is_empty() {
+                            i.id.clone()
+                        } else {
+                            format!("{} ({})", i.id, crate::ui::escape(&what.join(" ")))
+                        }
                     }
                 })
                 .collect::<Vec<_>>()

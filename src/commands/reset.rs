@@ -6,6 +6,10 @@
 //! (so a failed reset leaves the installed tree as it was), and records the
 //! same origin (branch, version, source, mirror). Packages added with
 //! `--packages` are not added again: pristine means as published.
+//!
+//! A tree built from apk repositories (`--source apk`) is built again
+//! from the same repositories, trusting the same keys (kept beside its
+//! manifest); its packages come from the store's cache.
 
 use std::fs::File;
 use std::io;
@@ -16,7 +20,8 @@ use sha2::{Digest, Sha256};
 
 use super::Ctx;
 use crate::error::hinted;
-use crate::fetch::{self, Origin, Request};
+use crate::fetch;
+use crate::source::{self, Origin, Request};
 use crate::store::{Manifest, RootfsId};
 
 pub fn reset(ctx: &Ctx, target: &str) -> Result<()> {
@@ -46,26 +51,51 @@ pub fn reset(ctx: &Ctx, target: &str) -> Result<()> {
     // Read again under the lock: it may have changed while we took it.
     let installed = ctx.store.get(&id)?.ok_or_else(not_installed)?;
     let m = &installed.manifest;
-    let from = source(ctx, &id, m)?;
-    let req = Request {
-        id: id.clone(),
-        branch: None,
+    let mut req = Request::new(id.clone(), m.mirror.clone(), super::fetch::limits()?);
+    req.force = true;
+    if m.kind == "apk" {
+        // Built from repositories: built again from them (packages come
+        // from the cache), with the keys it was built with.
+        req.source = Some("apk".into());
+        req.repos = m.repositories.clone();
+        req.branch = Some(m.branch.clone()).filter(|b| !b.is_empty());
+        req.keys = m
+            .keys
+            .iter()
+            .map(|k| installed.dir.join("keys").join(k))
+            .collect();
+        req.allow_untrusted = m.allow_untrusted;
+    } else {
+        req.from = Some(source(ctx, &id, m)?);
+        req.sha256 = Some(m.sha256.clone());
+    }
+    // A rebuilt apk tree records what it was rebuilt from now.
+    req.record_as = (m.kind != "apk").then(|| Origin {
+        kind: m.kind.clone(),
+        branch: m.branch.clone(),
+        version: m.version.clone(),
+        source: m.source.clone(),
         mirror: m.mirror.clone(),
-        from: Some(from),
-        sha256: Some(m.sha256.clone()),
-        force: true,
-        limits: super::fetch::limits()?,
-        packages: Vec::new(),
-        record_as: Some(Origin {
-            branch: m.branch.clone(),
-            version: m.version.clone(),
-            source: m.source.clone(),
-            mirror: m.mirror.clone(),
-            digest: m.digest.clone(),
-            platform: m.platform.clone(),
-        }),
+        sha256: m.sha256.clone(),
+        repositories: m.repositories.clone(),
+        digest: m.digest.clone(),
+        platform: m.platform.clone(),
+    });
+    let binfmt = crate::cli::BinfmtArgs {
+        binfmt: None,
+        qemu: None,
+        multiarch: false,
     };
-    fetch::install_locked(&ctx.store, &lock, &ctx.catalog, spec, &req, ctx.ui, None)?;
+    let g = |root: &Path, argv: &[String]| super::fetch::guest_run(ctx, spec, &binfmt, root, argv);
+    source::install_locked(
+        &ctx.store,
+        &lock,
+        &ctx.catalog,
+        spec,
+        &req,
+        ctx.ui,
+        Some(&g),
+    )?;
     ctx.ui.info(format!("reset {id} to its pristine release"));
     Ok(())
 }

@@ -11,9 +11,9 @@ use anyhow::{Context, Result};
 use super::Ctx;
 use crate::cli::{CwdBind, Dns, GuestArgs, NetworkMode};
 use crate::error::hinted;
-use crate::fetch::{check_arch, check_header};
 use crate::rootfs::{shell_header, Kind};
 use crate::sandbox::{self, Bind, Builder};
+use crate::source::{check_arch, check_header};
 use crate::specs::Spec;
 use crate::store::RootfsId;
 use crate::userns::IdMap;
@@ -347,7 +347,13 @@ fn target<'c>(
         arch: spec.name.clone(),
         name,
     };
-    let installed = super::fetch::ensure(ctx, spec, &id, &g.source)?;
+    if !g.packages.is_empty() && g.ephemeral {
+        return Err(hinted(
+            "--packages with --ephemeral is not supported yet",
+            format!("add them to the tree (xroot run {id} --packages ...), or to a tree of its own: xroot fetch {}@NAME --packages ...", id.arch),
+        ));
+    }
+    let installed = super::fetch::ensure_with(ctx, spec, &id, &g.source, &g.binfmt, &g.packages)?;
     let root = installed.root();
     check_arch(&ctx.catalog, spec, &root).with_context(|| format!("checking {id}"))?;
     Ok((spec, root, id.dir_name()))

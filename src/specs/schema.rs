@@ -103,8 +103,35 @@ pub enum Source {
         #[serde(default)]
         version: Option<String>,
     },
+    /// A system built from apk repositories (`xroot fetch ARCH --source apk`
+    /// for an Alpine arch; the default for an arch whose distribution
+    /// publishes no rootfs tarball).
+    Apk {
+        /// apk's name of the arch: the folder under each repository.
+        apk_arch: String,
+        /// Repository URLs (apk's `/etc/apk/repositories` lines).
+        repositories: Vec<String>,
+        /// The shipped key set that signs these repositories (`keys/<keyring>/`).
+        keyring: String,
+        /// What to install: the distribution's base system.
+        world: Vec<String>,
+        #[serde(default)]
+        version: Option<String>,
+    },
     /// No known source: the user brings their own (`--from`); `hint` says where to look.
     None { hint: String },
+}
+
+impl Source {
+    /// The provider kind this source names (`--source KIND` picks another).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Source::Alpine { .. } => "alpine",
+            Source::Tarball { .. } => "tarball",
+            Source::Apk { .. } => "apk",
+            Source::None { .. } => "none",
+        }
+    }
 }
 
 fn default_branch() -> String {
@@ -141,6 +168,18 @@ pub fn check_file(file: &str, spec: &Spec) -> Result<(), String> {
         return Err(format!(
             "rootfs-specs/{file}: a tarball source needs sha256 or sha256_url"
         ));
+    }
+    if let Source::Apk {
+        repositories,
+        world,
+        ..
+    } = &spec.source
+    {
+        if repositories.is_empty() || world.is_empty() {
+            return Err(format!(
+                "rootfs-specs/{file}: an apk source needs repositories and world"
+            ));
+        }
     }
     Ok(())
 }

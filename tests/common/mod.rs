@@ -3,6 +3,7 @@
 //! fail (not skip) under CI=true.
 #![allow(dead_code)]
 
+pub mod apkrepo;
 pub mod faults;
 pub mod oci;
 
@@ -18,6 +19,13 @@ pub const MIRROR_ARCHES: [&str; 8] = [
 
 pub fn shared() -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
+    // A git worktree of the project one level further down (../wt/NAME)
+    // finds the project's ../shared one level further up.
+    let p = if p.exists() {
+        p
+    } else {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared")
+    };
     p.canonicalize().unwrap_or(p)
 }
 

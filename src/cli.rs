@@ -91,6 +91,18 @@ pub struct SourceArgs {
     /// Refuse to unpack more than this many bytes [default: $XROOT_MAX_UNPACKED or 8 GiB]
     #[arg(long, value_name = "BYTES")]
     pub max_size: Option<u64>,
+    /// Where the rootfs comes from: alpine, debian, debian-ports [default: the arch's spec]
+    #[arg(long, value_name = "KIND")]
+    pub source: Option<String>,
+    /// Debian suite [default: bookworm; unstable for debian-ports]
+    #[arg(long, value_name = "SUITE")]
+    pub suite: Option<String>,
+    /// Trust this OpenPGP keyring for a Debian archive instead of the built-in one
+    #[arg(long, value_name = "FILE")]
+    pub keyring: Option<PathBuf>,
+    /// Debian package set: essential, minbase or buildd (mmdebstrap's variants) [default: minbase]
+    #[arg(long, value_name = "VARIANT")]
+    pub variant: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -114,7 +126,8 @@ pub struct FetchArgs {
     #[arg(long, value_name = "HEX", requires = "from")]
     pub sha256: Option<String>,
     /// Install these Alpine packages (`apk add`) after unpacking; needs the
-    /// network (the mirror option also sets /etc/apk/repositories).
+    /// network (the mirror option also sets /etc/apk/repositories). With a
+    /// Debian source: Debian packages installed with the bootstrap.
     #[arg(long, value_name = "PKG,...", value_delimiter = ',')]
     pub packages: Vec<String>,
     #[command(flatten)]

@@ -18,6 +18,7 @@ mod host;
 mod mirror;
 mod qemu;
 mod sandbox;
+mod source;
 mod specs;
 mod store;
 mod ui;

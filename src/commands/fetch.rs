@@ -54,16 +54,27 @@ pub fn fetch_all(ctx: &Ctx, a: FetchArgs) -> Result<()> {
         }
         let spec = ctx.catalog.resolve(&arch)?;
         let mut req = request(
+            ctx,
+            spec,
             RootfsId {
                 arch: spec.name.clone(),
                 name,
             },
             &a.source,
         )?;
+        if req.debian.is_some() && a.from.is_some() {
+            return Err(hinted(
+                "--from and a Debian --source exclude each other",
+                "drop --source to install a tarball, or --from to bootstrap from the archive",
+            ));
+        }
         req.force = a.force;
         req.from = a.from.as_deref().map(absolutize);
         req.sha256 = a.sha256.clone();
         req.packages = packages(&a.packages)?;
+        if let Some(d) = req.debian.as_mut() {
+            d.packages = req.packages.clone();
+        }
         jobs.push((spec, req));
     }
     let ui = if jobs.len() > 1 {
@@ -76,15 +87,19 @@ pub fn fetch_all(ctx: &Ctx, a: FetchArgs) -> Result<()> {
     };
     let binfmt = &a.binfmt;
     let one = |spec: &Spec, req: &Request| {
-        let h = |root: &Path, m: &Manifest| apk_add(ctx, spec, binfmt, root, m, ui);
-        let h: Option<fetch::PostExtract> = if req.packages.is_empty() {
+        let h = |root: &Path, m: &Manifest| match &req.debian {
+            Some(_) => debian_second_stage(ctx, spec, binfmt, root, m, ui),
+            None => apk_add(ctx, spec, binfmt, root, m, ui),
+        };
+        let h: Option<fetch::PostExtract> = if req.packages.is_empty() && req.debian.is_none() {
             None
         } else {
             Some(&h)
         };
         fetch::fetch(&ctx.store, &ctx.catalog, spec, req, ui, h)
     };
-    let results: Vec<Result<Installed>> = if a.packages.is_empty() {
+    let sandboxed = !a.packages.is_empty() || jobs.iter().any(|(_, r)| r.debian.is_some());
+    let results: Vec<Result<Installed>> = if !sandboxed {
         std::thread::scope(|s| {
             let handles: Vec<_> = jobs
                 .iter()
@@ -125,7 +140,8 @@ pub fn fetch_all(ctx: &Ctx, a: FetchArgs) -> Result<()> {
 }
 
 /// A fetch request from the shared source options.
-pub fn request(id: RootfsId, s: &SourceArgs) -> Result<Request> {
+pub fn request(ctx: &Ctx, spec: &Spec, id: RootfsId, s: &SourceArgs) -> Result<Request> {
+    let limits = limits(s.max_size)?;
     Ok(Request {
         id,
         branch: s.branch.clone(),
@@ -133,10 +149,80 @@ pub fn request(id: RootfsId, s: &SourceArgs) -> Result<Request> {
         from: None,
         sha256: None,
         force: false,
-        limits: limits(s.max_size)?,
+        limits,
         packages: Vec::new(),
         record_as: None,
+        debian: debian_options(ctx, spec, s, limits)?,
     })
+}
+
+/// The Debian bootstrap asked for by `--source debian|debian-ports` (and
+/// `--suite`, `--keyring`, `--variant`, `--mirror`), if any.
+fn debian_options(
+    ctx: &Ctx,
+    spec: &Spec,
+    s: &SourceArgs,
+    limits: crate::extract::Limits,
+) -> Result<Option<crate::source::debian::Options>> {
+    use crate::source::debian::{self, Archive};
+    let archive = match s.source.as_deref() {
+        None | Some("alpine") => None,
+        Some(k) => Some(Archive::from_kind(k).ok_or_else(|| {
+            hinted(
+                format!("unknown --source {k:?}"),
+                "use alpine, debian or debian-ports",
+            )
+        })?),
+    };
+    let Some(archive) = archive else {
+        if s.suite.is_some() || s.keyring.is_some() || s.variant.is_some() {
+            return Err(hinted(
+                "--suite, --keyring and --variant apply to Debian sources",
+                "add --source debian (or debian-ports)",
+            ));
+        }
+        return Ok(None);
+    };
+    let arch = debian::debian_arch(&spec.name).ok_or_else(|| {
+        hinted(
+            format!("Debian has no architecture for {}", spec.name),
+            "see `xroot list` and the README for the arches Debian and its ports carry",
+        )
+    })?;
+    if s.branch.is_some() {
+        return Err(hinted(
+            "--branch is an Alpine release branch",
+            "for Debian, name the suite with --suite (e.g. bookworm, trixie, unstable)",
+        ));
+    }
+    Ok(Some(debian::Options {
+        archive,
+        arch: arch.to_string(),
+        suite: s
+            .suite
+            .clone()
+            .unwrap_or_else(|| archive.default_suite().to_string()),
+        mirror: s
+            .mirror
+            .clone()
+            .unwrap_or_else(|| archive.default_mirror().to_string())
+            .trim_end_matches('/')
+            .to_string(),
+        components: vec!["main".into()],
+        keyring: s
+            .keyring
+            .as_deref()
+            .map(|p| PathBuf::from(absolutize(&p.display().to_string()))),
+        variant: s
+            .variant
+            .as_deref()
+            .map(str::parse)
+            .transpose()?
+            .unwrap_or_default(),
+        packages: Vec::new(),
+        limits,
+        cache: ctx.store.cache_dir().join("debs"),
+    }))
 }
 
 /// Extraction limits from `--max-size` or `$XROOT_MAX_UNPACKED`.
@@ -180,14 +266,91 @@ pub fn ensure(ctx: &Ctx, spec: &Spec, id: &RootfsId, s: &SourceArgs) -> Result<I
     }
     ctx.ui
         .info(format!("{id} is not installed; fetching it first"));
-    fetch::fetch(
-        &ctx.store,
-        &ctx.catalog,
-        spec,
-        &request(id.clone(), s)?,
-        ctx.ui,
-        None,
-    )
+    let req = request(ctx, spec, id.clone(), s)?;
+    let b = BinfmtArgs {
+        binfmt: None,
+        qemu: None,
+        multiarch: false,
+    };
+    let h = |root: &Path, m: &Manifest| debian_second_stage(ctx, spec, &b, root, m, ctx.ui);
+    let hook: Option<fetch::PostExtract> = req.debian.as_ref().map(|_| &h as _);
+    fetch::fetch(&ctx.store, &ctx.catalog, spec, &req, ctx.ui, hook)
+}
+
+/// The [`fetch::PostExtract`] hook of a Debian bootstrap: runs the second
+/// stage that `source::debian` prepared (dpkg installing the verified
+/// `.deb`s, maintainer scripts under the guest's emulator) in the staging
+/// tree through the sandbox, with the package cache bound read-only. A
+/// non-zero exit fails the fetch, which then discards the staging tree.
+fn debian_second_stage(
+    ctx: &Ctx,
+    spec: &Spec,
+    b: &BinfmtArgs,
+    root: &Path,
+    m: &Manifest,
+    ui: Ui,
+) -> Result<()> {
+    use crate::source::debian::configure;
+    let id = RootfsId {
+        arch: m.arch.clone(),
+        name: m.name.clone(),
+    };
+    let prepared = super::binfmt::prepare(ctx, spec, b.binfmt, b.qemu.as_deref(), false)?;
+    let argv = [
+        "/bin/sh",
+        "-c",
+        "exec /bin/sh \"$0\" >&2",
+        &format!("/{}", configure::SCRIPT),
+    ];
+    let env = ["HOME=/root", "USER=root", "LOGNAME=root"];
+    let idmap = IdMap::for_caller();
+    let subordinate =
+        matches!(idmap, IdMap::Subordinate { .. }) || nix::unistd::geteuid().is_root();
+    let cfg = sandbox::Config {
+        rootfs: root.to_path_buf(),
+        hostname: format!("xroot-{}", spec.name),
+        argv: super::run::cstrings(argv.into_iter())?,
+        env: super::run::cstrings(env.into_iter())?,
+        workdir: PathBuf::from("/"),
+        binds: vec![sandbox::Bind {
+            src: ctx.store.cache_dir().join("debs"),
+            dst: PathBuf::from(configure::DEBS_IN_GUEST),
+            readonly: true,
+        }],
+        resolv_conf: None,
+        binfmt: prepared.registrations,
+        personality32: prepared.personality32,
+        map_tty_gid: idmap.maps_gid(5),
+        idmap,
+        ephemeral: None,
+        user: None,
+        create_user: false,
+        workdir_is_default: false,
+        close_fds: Vec::new(),
+    };
+    ui.info(format!(
+        "configuring {id}: dpkg installs the packages inside the guest (second stage)"
+    ));
+    let status = sandbox::run(&cfg);
+    sandbox::restore_signals();
+    let status =
+        status.with_context(|| format!("running the second stage in {}", root.display()))?;
+    configure::cleanup(root)?;
+    if status != 0 {
+        let hint = if subordinate {
+            "see dpkg's messages above; nothing was installed".to_string()
+        } else {
+            "without subordinate ids dpkg cannot give files their owners (root:shadow, ...): \
+             add a range for your user in /etc/subuid and /etc/subgid (usermod --add-subuids 100000-165535 \
+             --add-subgids 100000-165535 USER) or run as root; nothing was installed"
+                .to_string()
+        };
+        return Err(hinted(
+            format!("the Debian second stage failed in {id} with exit status {status}"),
+            hint,
+        ));
+    }
+    Ok(())
 }
 
 /// Checks `--packages` names: each becomes one argument of `apk add`, so

@@ -46,6 +46,12 @@ pub fn reset(ctx: &Ctx, target: &str) -> Result<()> {
     // Read again under the lock: it may have changed while we took it.
     let installed = ctx.store.get(&id)?.ok_or_else(not_installed)?;
     let m = &installed.manifest;
+    if m.tarball.is_none() && (m.source.ends_with("/InRelease") || m.source.ends_with("/Release")) {
+        return Err(hinted(
+            format!("{id} was bootstrapped from a Debian archive; there is no release tarball to reset to"),
+            format!("bootstrap it again: xroot fetch {id} --force --source debian (add your --suite/--packages)"),
+        ));
+    }
     let from = source(ctx, &id, m)?;
     let req = Request {
         id: id.clone(),
@@ -62,6 +68,7 @@ pub fn reset(ctx: &Ctx, target: &str) -> Result<()> {
             source: m.source.clone(),
             mirror: m.mirror.clone(),
         }),
+        debian: None,
     };
     fetch::install_locked(&ctx.store, &lock, &ctx.catalog, spec, &req, ctx.ui, None)?;
     ctx.ui.info(format!("reset {id} to its pristine release"));

@@ -215,6 +215,7 @@ impl<'a> Extractor<'a> {
     fn hard_link(&mut self, rel: &Path, target: &Path) -> Result<(), ExtractError> {
         let what = |why: &str| format!("is a hard link to `{}`, which {why}", target.display());
         let target = normalize(target).map_err(|why| refused(rel, what(&why)))?;
+        let target = super::merged(self.opts, target);
         if target == rel {
             return Ok(()); // A link to itself: replacing it would delete it.
         }

@@ -51,6 +51,8 @@ pub struct Request {
     /// `reset` reinstalls from the cached tarball but the rootfs still
     /// comes from the release it was first fetched from.
     pub record_as: Option<Origin>,
+    /// Bootstrap from a Debian archive instead of unpacking a tarball.
+    pub debian: Option<crate::source::debian::Options>,
 }
 
 /// Where a rootfs comes from, as recorded in its manifest.
@@ -148,6 +150,9 @@ pub fn install_locked(
     if !req.packages.is_empty() && hook.is_none() {
         bail!("internal error: packages requested without a way to install them");
     }
+    if let Some(d) = &req.debian {
+        return install_debian(store, catalog, spec, req, d, ui, hook);
+    }
     let cfg = transport::Config::from_env();
     let transport = transport::Transport::new(cfg.clone());
     let plan = resolve(&transport, spec, req, ui)?;
@@ -175,6 +180,66 @@ pub fn install_locked(
         }
         return Err(e);
     }
+}
+
+/// A Debian bootstrap (`source::debian`) into a fresh staging tree, then
+/// the `hook` (its second stage), the manifest and the commit: on any
+/// error the staging tree is deleted and nothing is installed.
+fn install_debian(
+    store: &Store,
+    catalog: &Catalog,
+    spec: &Spec,
+    req: &Request,
+    d: &crate::source::debian::Options,
+    ui: Ui,
+    hook: Option<PostExtract>,
+) -> Result<Installed> {
+    let staging = store.staging(&req.id)?;
+    let result = (|| {
+        let root = staging.join("root");
+        fs::create_dir(&root).with_context(|| format!("creating {}", root.display()))?;
+        let p = crate::source::debian::populate(d, &root, ui)?;
+        check_arch(catalog, spec, &root)?;
+        prepare_mountpoints(&root)?;
+        let manifest = Manifest {
+            arch: spec.name.clone(),
+            name: req.id.name.clone(),
+            branch: p.suite,
+            version: p.version,
+            sha256: p.release_sha256,
+            source: p.source,
+            mirror: p.mirror,
+            installed_at: store::now_rfc3339(),
+            tarball: None,
+            owners_recorded: false,
+            packages: req.packages.clone(),
+        };
+        if let Some(hook) = hook {
+            hook(&root, &manifest)?;
+        }
+        let mf = staging.join("manifest.toml");
+        fs::write(
+            &mf,
+            toml::to_string(&manifest).context("encoding manifest")?,
+        )
+        .with_context(|| format!("writing {}", mf.display()))?;
+        store.commit(&req.id, &staging)?;
+        ui.info(format!(
+            "installed {} ({} packages, {} files, {} MB) in {}",
+            req.id,
+            p.installed.len(),
+            p.files,
+            p.bytes / 1_000_000,
+            store.path_of(&req.id).display()
+        ));
+        store
+            .get(&req.id)?
+            .context("the rootfs vanished right after installing it")
+    })();
+    if result.is_err() {
+        let _ = store::remove_tree(&staging);
+    }
+    result
 }
 
 /// An installed rootfs satisfies a request for packages only if it has
@@ -364,6 +429,7 @@ fn install(
     let opts = extract::Options {
         limits: req.limits,
         chown,
+        ..Default::default()
     };
     let unpacked = {
         let mut buf = stream::buffered(&mut tee);

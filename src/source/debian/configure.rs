@@ -126,7 +126,8 @@ pub fn script(debs: &[Deb<'_>]) -> String {
 pub struct Setup<'a> {
     pub dpkg_version: &'a str,
     pub sources_list: &'a str,
-    pub keyring: &'a [u8],
+    /// File name under `/etc/apt/keyrings/` and contents.
+    pub keyring: (&'a str, &'a [u8]),
     pub script: &'a str,
 }
 
@@ -155,7 +156,12 @@ pub fn prepare(root: &Path, s: &Setup<'_>) -> Result<()> {
         s.sources_list.as_bytes(),
         0o644,
     )?;
-    write(root, "etc/apt/keyrings/xroot-archive.gpg", s.keyring, 0o644)?;
+    write(
+        root,
+        &format!("etc/apt/keyrings/{}", s.keyring.0),
+        s.keyring.1,
+        0o644,
+    )?;
     write(root, SCRIPT, s.script.as_bytes(), 0o644)?;
     mkdirs(root, Path::new(DEBS_IN_GUEST.trim_start_matches('/')))?;
     Ok(())

@@ -311,8 +311,14 @@ pub fn populate(o: &Options, root: &Path, ui: Ui) -> Result<Populated> {
             required: sel.required.contains(&i),
         })
         .collect();
+    // apt reads armored keyrings only under a `.asc` name.
+    let keyring_file = if keyring_bytes.starts_with(b"-----BEGIN") {
+        "xroot-archive.asc"
+    } else {
+        "xroot-archive.gpg"
+    };
     let sources = format!(
-        "deb [signed-by=/etc/apt/keyrings/xroot-archive.gpg] {} {} {}\n",
+        "deb [signed-by=/etc/apt/keyrings/{keyring_file}] {} {} {}\n",
         o.mirror,
         o.suite,
         o.components.join(" ")
@@ -322,7 +328,7 @@ pub fn populate(o: &Options, root: &Path, ui: Ui) -> Result<Populated> {
         &configure::Setup {
             dpkg_version: &dpkg_version,
             sources_list: &sources,
-            keyring: &keyring_bytes,
+            keyring: (keyring_file, &keyring_bytes),
             script: &configure::script(&debs),
         },
     )?;

@@ -61,7 +61,8 @@ impl Keyring {
         })
     }
 
-    /// Fingerprints of the primary keys (for docs and tests).
+    /// Fingerprints of the primary keys (for tests).
+    #[cfg(test)]
     pub fn fingerprints(&self) -> Vec<String> {
         self.keys
             .iter()
@@ -412,6 +413,15 @@ mod tests {
         let r = verify_inrelease("IR", &t, &debian(), SystemTime::now());
         assert!(r.map(|(text, _)| !text.contains("evil")).unwrap_or(true));
         assert!(Keyring::parse("junk", b"not a key").is_err());
+    }
+
+    #[test]
+    fn expired_keys_are_refused() {
+        // Debian's keys expire (bookworm's in 2031, bullseye's in 2029):
+        // verified as of 2040, the real signatures are refused.
+        let later = UNIX_EPOCH + Duration::from_secs(2_208_988_800);
+        let e = verify_inrelease("IR", INRELEASE, &debian(), later).unwrap_err();
+        assert!(e.to_string().contains("has expired"), "{e}");
     }
 
     #[test]

@@ -63,10 +63,14 @@ pub fn fetch_all(ctx: &Ctx, a: FetchArgs) -> Result<()> {
             &a.source,
         )?;
         if req.debian.is_some() && a.from.is_some() {
-            return Err(hinted(
-                "--from and a Debian --source exclude each other",
-                "drop --source to install a tarball, or --from to bootstrap from the archive",
-            ));
+            if a.source.source.is_some() {
+                return Err(hinted(
+                    "--from and a Debian --source exclude each other",
+                    "drop --source to install a tarball, or --from to bootstrap from the archive",
+                ));
+            }
+            // The spec's default Debian source gives way to a tarball.
+            req.debian = None;
         }
         req.force = a.force;
         req.from = a.from.as_deref().map(absolutize);
@@ -165,8 +169,17 @@ fn debian_options(
     limits: crate::extract::Limits,
 ) -> Result<Option<crate::source::debian::Options>> {
     use crate::source::debian::{self, Archive};
+    let from_spec = match &spec.source {
+        crate::specs::Source::Debian {
+            archive,
+            debian_arch,
+            suite,
+        } => Archive::from_kind(archive).map(|a| (a, debian_arch.as_str(), suite.as_deref())),
+        _ => None,
+    };
     let archive = match s.source.as_deref() {
-        None | Some("alpine") => None,
+        None => from_spec.map(|(a, _, _)| a),
+        Some("alpine") => None,
         Some(k) => Some(Archive::from_kind(k).ok_or_else(|| {
             hinted(
                 format!("unknown --source {k:?}"),
@@ -183,12 +196,15 @@ fn debian_options(
         }
         return Ok(None);
     };
-    let arch = debian::debian_arch(&spec.name).ok_or_else(|| {
-        hinted(
-            format!("Debian has no architecture for {}", spec.name),
-            "see `xroot list` and the README for the arches Debian and its ports carry",
-        )
-    })?;
+    let spec_arch = from_spec.map(|(_, a, _)| a);
+    let arch = spec_arch
+        .or(debian::debian_arch(&spec.name))
+        .ok_or_else(|| {
+            hinted(
+                format!("Debian has no architecture for {}", spec.name),
+                "see `xroot list` and the README for the arches Debian and its ports carry",
+            )
+        })?;
     if s.branch.is_some() {
         return Err(hinted(
             "--branch is an Alpine release branch",
@@ -201,6 +217,11 @@ fn debian_options(
         suite: s
             .suite
             .clone()
+            .or_else(|| {
+                from_spec
+                    .filter(|(a, _, _)| *a == archive)
+                    .and_then(|(_, _, suite)| suite.map(String::from))
+            })
             .unwrap_or_else(|| archive.default_suite().to_string()),
         mirror: s
             .mirror

@@ -53,6 +53,14 @@ pub fn list(ctx: &Ctx, json: bool) -> Result<()> {
             source: match &spec.source {
                 Source::Alpine { branch, .. } => format!("alpine:{branch}"),
                 Source::Tarball { url, .. } => url.clone(),
+                Source::Debian { archive, suite, .. } => format!(
+                    "{archive}:{}",
+                    suite.as_deref().unwrap_or(if archive == "debian" {
+                        "bookworm"
+                    } else {
+                        "unstable"
+                    })
+                ),
                 Source::None { .. } => "none".into(),
             },
             installed: installed

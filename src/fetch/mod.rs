@@ -364,6 +364,13 @@ fn resolve(t: &transport::Transport, spec: &Spec, req: &Request, ui: Ui) -> Resu
                 mirror: String::new(),
             })
         }
+        Source::Debian { archive, .. } => Err(hinted(
+            format!(
+                "{} is bootstrapped from a Debian archive, not unpacked from a release tarball",
+                spec.name
+            ),
+            format!("xroot fetch {} --source {archive}", spec.name),
+        )),
         Source::None { hint } => Err(hinted(
             format!("there is no known rootfs source for {}", spec.name),
             hint.clone(),

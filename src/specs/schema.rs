@@ -97,8 +97,22 @@ pub enum Source {
         #[serde(default)]
         version: Option<String>,
     },
+    /// A Debian bootstrap (`src/source/debian/`) from `archive` (`debian`, or
+    /// `debian-ports` for the ports archive), where the arch is called
+    /// `debian_arch`; `suite` defaults to bookworm (ports: unstable).
+    Debian {
+        #[serde(default = "default_archive")]
+        archive: String,
+        debian_arch: String,
+        #[serde(default)]
+        suite: Option<String>,
+    },
     /// No known source: the user brings their own (`--from`); `hint` says where to look.
     None { hint: String },
+}
+
+fn default_archive() -> String {
+    "debian".into()
 }
 
 fn default_branch() -> String {
@@ -122,6 +136,13 @@ pub fn check_file(file: &str, spec: &Spec) -> Result<(), String> {
         return Err(format!(
             "rootfs-specs/{file}: a tarball source needs sha256 or sha256_url"
         ));
+    }
+    if let Source::Debian { archive, .. } = &spec.source {
+        if archive != "debian" && archive != "debian-ports" {
+            return Err(format!(
+                "rootfs-specs/{file}: source.archive is {archive:?}; use \"debian\" or \"debian-ports\""
+            ));
+        }
     }
     Ok(())
 }

@@ -181,7 +181,7 @@ fn newest_expiry<'a>(sigs: impl Iterator<Item = &'a Signature>) -> Option<u64> {
     let mut best: Option<(u64, Option<u64>)> = None;
     for s in sigs {
         let c = s.created().map(|t| t.as_secs() as u64).unwrap_or(0);
-        if best.is_none_or(|(bc, _)| c >= bc) {
+        if best.map_or(true, |(bc, _)| c >= bc) {
             let e = s
                 .key_expiration_time()
                 .map(|d| u64::from(d.as_secs()))

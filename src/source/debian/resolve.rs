@@ -104,7 +104,7 @@ impl<'a> Index<'a> {
             return d
                 .version
                 .as_ref()
-                .is_none_or(|(r, v)| r.holds(&p.version, v));
+                .map_or(true, |(r, v)| r.holds(&p.version, v));
         }
         p.provides.iter().any(|(n, pv)| {
             n == &d.name
@@ -270,8 +270,8 @@ fn order(ix: &Index<'_>, chosen: &HashSet<usize>) -> Vec<usize> {
             if *k < es.len() {
                 let m = es[*k];
                 *k += 1;
-                if !state.contains_key(&m) {
-                    state.insert(m, 1);
+                if let std::collections::hash_map::Entry::Vacant(v) = state.entry(m) {
+                    v.insert(1);
                     let e = edges(m);
                     stack.push((m, e, 0));
                 }

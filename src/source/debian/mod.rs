@@ -158,25 +158,22 @@ fn merged_dirs(arch: &str) -> &'static [&'static str] {
 /// Bootstraps into `root` (an empty directory): steps 1-6 of the module
 /// docs. Returns what to record; the second stage is the caller's.
 pub fn populate(o: &Options, root: &Path, ui: Ui) -> Result<Populated> {
-    let keyring = match &o.keyring {
-        Some(p) => {
-            let bytes = fs::read(p).map_err(|e| {
+    let (keyring_name, keyring_bytes) = match &o.keyring {
+        Some(p) => (
+            p.display().to_string(),
+            fs::read(p).map_err(|e| {
                 hinted(
                     format!("cannot read --keyring {}: {e}", p.display()),
                     "give the path of an OpenPGP keyring (.gpg or .asc)",
                 )
-            })?;
-            release::Keyring::parse(&p.display().to_string(), &bytes)?
-        }
+            })?,
+        ),
         None => {
             let (name, bytes) = o.archive.keyring();
-            release::Keyring::parse(name, bytes)?
+            (name.to_string(), bytes.to_vec())
         }
     };
-    let keyring_bytes = match &o.keyring {
-        Some(p) => fs::read(p).with_context(|| format!("reading {}", p.display()))?,
-        None => o.archive.keyring().1.to_vec(),
-    };
+    let keyring = release::Keyring::parse(&keyring_name, &keyring_bytes)?;
     let cfg = transport::Config::from_env();
     let t = transport::Transport::new(cfg);
     let now = SystemTime::now();

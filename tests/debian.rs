@@ -301,6 +301,69 @@ fn debian_ports_layout_signed_with_a_test_key() {
     assert!(out.contains("/debian-ports unstable main"), "{out}");
 }
 
+/// Rootless with subordinate ids: the second stage runs as guest root in
+/// a user namespace mapping 1..65535 onto the user's range, so dpkg gives
+/// files their real owners and setgid bits (`root:shadow 2755`), which the
+/// host sees as the user's subordinate ids.
+#[test]
+fn rootless_with_subordinate_ids_gets_real_owners() {
+    use std::os::unix::fs::MetadataExt;
+    if !sandbox_ready("s390x") {
+        return;
+    }
+    let Some(dir) = debmirror::mirror("s390x", &["build-essential"]) else {
+        return;
+    };
+    let server = MirrorServer::start(dir);
+    let user = unprivileged_user("xroot-debian", Some(400_000));
+    let home = user_tempdir(&user);
+    let bin_dir = tempfile::Builder::new()
+        .prefix("xroot-bin-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(bin_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let bin = public_bin(bin_dir.path());
+    let store = home.path().join("store");
+    let xroot = |args: &[&str]| {
+        as_user(&user, &bin)
+            .args(args)
+            .env("XROOT_HOME", &store)
+            .current_dir(home.path())
+            .output()
+            .unwrap()
+    };
+    ok(&xroot(&[
+        "fetch",
+        "s390x",
+        "--source",
+        "debian",
+        "--mirror",
+        &server.url,
+        "--variant",
+        "essential",
+    ]));
+    let out = ok(&xroot(&[
+        "run",
+        "s390x",
+        "--",
+        "sh",
+        "-c",
+        "dpkg --audit && id -u && stat -c '%U:%G %a' /usr/sbin/unix_chkpwd",
+    ]));
+    assert!(out.contains("0\nroot:shadow 2755"), "{out}");
+    // On the host: the user's subordinate group, not the user's own.
+    let m = std::fs::metadata(store.join("rootfs/s390x/root/usr/sbin/unix_chkpwd")).unwrap();
+    assert!(
+        m.gid() >= 400_000 && m.gid() < 400_000 + 65_536,
+        "gid {}",
+        m.gid()
+    );
+    assert_eq!(m.uid(), user.uid);
+}
+
 /// Options that only make sense for a Debian source are refused without
 /// one, and an unknown source or variant is named in the error.
 #[test]

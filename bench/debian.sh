@@ -17,6 +17,9 @@
 # mmdebstrap's root mode (device nodes and sysfs skipped: a user namespace
 # cannot make or mount them; xroot binds them at run time the same way).
 #
+# Needs root, mmdebstrap and arch-test (mmdebstrap's check for foreign
+# architectures), python3, bc, qemu-user-static.
+#
 # Timed: xroot cold (empty store: downloads from the local mirror too),
 # xroot with the .deb cache warm, mmdebstrap (its own apt downloads each
 # time). One run of each (the second stage takes minutes); results go to
@@ -50,11 +53,13 @@ now() { date +%s.%N; }
 t0=$(now)
 XROOT_HOME=$work/xh "$xroot" -q fetch "$xarch" --source debian --mirror "$url" --variant "$variant"
 t1=$(now)
+echo "bench: xroot cold: $(echo "$t1 - $t0" | bc) s" >&2
 n_x=$(XROOT_HOME=$work/xh "$xroot" run "$xarch" -- dpkg-query -W | wc -l)
 XROOT_HOME=$work/xh "$xroot" rm "$xarch" >/dev/null
 t2=$(now)
 XROOT_HOME=$work/xh "$xroot" -q fetch "$xarch" --source debian --mirror "$url" --variant "$variant"
 t3=$(now)
+echo "bench: xroot warm .deb cache: $(echo "$t3 - $t2" | bc) s" >&2
 
 qemu=$(command -v "qemu-$qarch-static")
 magic=$(sed -n 's/^:qemu-[^:]*:M::\([^:]*\):\([^:]*\):.*/\1:\2/p' "/usr/lib/binfmt.d/qemu-$qarch.conf")
@@ -64,7 +69,7 @@ unshare --user --map-root-user --mount --pid --fork --mount-proc sh -c "
     mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
     printf '%s' ':qemu-$qarch:M::$magic:$qemu:F' > /proc/sys/fs/binfmt_misc/register
     mmdebstrap --quiet --mode=root --variant=$variant --architectures=$arch \
-        --include='${extra[*]}' \
+        ${extra:+--include=${extra[*]}} \
         --skip=output/dev,chroot/mount/dev,chroot/mount/sys \
         --keyring=/usr/share/keyrings/debian-archive-keyring.gpg \
         bookworm $work/mm 'deb $url bookworm main'

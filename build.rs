@@ -123,6 +123,14 @@ fn source_expr(s: &Source) -> String {
             strs(world),
             opt(version)
         ),
+        Source::Debian {
+            archive,
+            debian_arch,
+            suite,
+        } => format!(
+            "Source::Debian {{ archive: {archive:?}.into(), debian_arch: {debian_arch:?}.into(), suite: {} }}",
+            opt(suite)
+        ),
         Source::None { hint } => format!("Source::None {{ hint: {hint:?}.into() }}"),
     }
 }

@@ -136,6 +136,15 @@ pub struct SourceArgs {
     /// Alpine release branch, e.g. v3.20, edge [default: the arch's spec, usually latest-stable]
     #[arg(long)]
     pub branch: Option<String>,
+    /// Debian suite [default: bookworm; unstable for debian-ports]
+    #[arg(long, value_name = "SUITE")]
+    pub suite: Option<String>,
+    /// Trust this OpenPGP keyring for a Debian archive instead of the built-in one
+    #[arg(long, value_name = "FILE")]
+    pub keyring: Option<PathBuf>,
+    /// Debian package set: essential, minbase or buildd (mmdebstrap's variants) [default: minbase]
+    #[arg(long, value_name = "VARIANT")]
+    pub variant: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -165,6 +174,7 @@ pub struct FetchArgs {
     /// index) before the tree is committed, or into an installed tree;
     /// from --repo, else the Alpine mirror/branch, else the tree's own
     /// /etc/apk/repositories.
+    /// With a Debian source: Debian packages installed with the bootstrap.
     #[arg(long, value_name = "PKG,...", value_delimiter = ',')]
     pub packages: Vec<String>,
     #[command(flatten)]

@@ -113,10 +113,14 @@ pub fn fetch_all(ctx: &Ctx, a: FetchArgs) -> Result<()> {
     // Install scripts run in a sandbox, whose clone(2) is only safe in a
     // single-threaded process (see `userns::spawn`): whatever may run
     // them is fetched one at a time.
+    // (apk and Debian bootstraps run scripts in the guest.)
     let scripts = jobs.iter().any(|(spec, req)| {
-        !req.packages.is_empty()
-            || req.source.as_deref() == Some("apk")
-            || (req.source.is_none() && req.from.is_none() && spec.source.kind() == "apk")
+        let kind = match (&req.source, &req.from) {
+            (Some(k), _) => k.as_str(),
+            (None, None) => spec.source.kind(),
+            (None, Some(_)) => "tarball",
+        };
+        !req.packages.is_empty() || ["apk", "debian", "debian-ports"].contains(&kind)
     });
     let results: Vec<Result<Installed>> = if !scripts {
         std::thread::scope(|s| {
@@ -168,6 +172,13 @@ pub fn request(id: RootfsId, s: &SourceArgs) -> Result<Request> {
     }
     let mut r = Request::new(id, fetch::mirror_from(s.mirror.as_deref()), limits()?);
     r.source = s.source.clone();
+    r.suite = s.suite.clone();
+    r.keyring = s
+        .keyring
+        .as_deref()
+        .map(|p| PathBuf::from(absolutize(&p.display().to_string())));
+    r.variant = s.variant.clone();
+    r.debian_mirror = s.mirror.clone().filter(|m| !m.is_empty());
     r.branch = s.branch.clone();
     r.repos = s.repos.clone();
     r.keys = s

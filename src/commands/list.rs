@@ -66,6 +66,14 @@ pub fn list(ctx: &Ctx, json: bool) -> Result<()> {
                         repositories.first().map(String::as_str).unwrap_or("")
                     )
                 }
+                Source::Debian { archive, suite, .. } => format!(
+                    "{archive}:{}",
+                    suite.as_deref().unwrap_or(if archive == "debian" {
+                        "bookworm"
+                    } else {
+                        "unstable"
+                    })
+                ),
                 Source::None { .. } => "none".into(),
             },
             installed: installed

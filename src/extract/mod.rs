@@ -100,6 +100,11 @@ pub struct Options {
     /// when the caller is real root: without it, the ids are recorded in
     /// [`Report::owners`] instead, so a non-root store never holds setuid files.
     pub chown: bool,
+    /// Top-level directories that are symlinks into `usr/` in the tree being
+    /// filled (merged /usr, e.g. `["bin", "sbin", "lib"]`): an entry under
+    /// one is placed under `usr/` instead, as dpkg's writes through the
+    /// symlink would land. Paths are never written through the symlinks.
+    pub usrmerge: &'static [&'static str],
 }
 
 /// What [`unpack`] did, including what it deliberately did not do, so the
@@ -285,12 +290,29 @@ fn read_archive<R: Read>(
             return Err(ExtractError::TooManyEntries { path: raw, limit });
         }
         let rel = normalize(&raw).map_err(|reason| refused(&raw, reason))?;
+        let rel = merged(x.opts, rel);
         if is_file(entry.header().entry_type()) {
             budget.set(budget.get().saturating_add(entry.size()));
         }
         x.entry(&mut entry, &rel, progress)?;
     }
     read_to_end_of_stream(archive.into_inner(), &budget)
+}
+
+/// With [`Options::usrmerge`]: `bin/x` becomes `usr/bin/x`.
+fn merged(opts: &Options, rel: PathBuf) -> PathBuf {
+    let mut comps = rel.components();
+    if let Some(Component::Normal(first)) = comps.next() {
+        if opts.usrmerge.iter().any(|d| first == *d) {
+            let rest = comps.as_path();
+            let mut out = Path::new("usr").join(first);
+            if !rest.as_os_str().is_empty() {
+                out.push(rest);
+            }
+            return out;
+        }
+    }
+    rel
 }
 
 /// Types whose data we copy into a regular file. The `tar` crate expands GNU

@@ -72,7 +72,7 @@ struct LayerState {
 /// each entry, then calls [`Extractor::finish_dirs`].
 pub(super) struct Extractor<'a> {
     root: OwnedFd,
-    opts: &'a Options,
+    pub(super) opts: &'a Options,
     pub(super) report: Report,
     /// Directory entries, applied last (see [`Extractor::finish_dirs`]).
     dirs: BTreeMap<PathBuf, DirMeta>,
@@ -334,6 +334,7 @@ impl<'a> Extractor<'a> {
     fn hard_link(&mut self, rel: &Path, target: &Path) -> Result<(), ExtractError> {
         let what = |why: &str| format!("is a hard link to `{}`, which {why}", target.display());
         let target = normalize(target).map_err(|why| refused(rel, what(&why)))?;
+        let target = super::merged(self.opts, target);
         if target == rel {
             return Ok(()); // A link to itself: replacing it would delete it.
         }

@@ -51,6 +51,7 @@ impl Provider for Image {
         let opts = extract::Options {
             limits: cx.req.limits,
             chown: nix::unistd::geteuid().is_root(),
+            ..Default::default()
         };
         let ocx = oci::Context {
             transport: cx.transport,

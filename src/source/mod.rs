@@ -14,13 +14,15 @@
 //! Providers: [`alpine::Release`] (Alpine's release tarball, the default
 //! for most arches), [`tarball::Tarball`] (any tarball: `--from` or a
 //! spec's pinned URL), [`apk::Bootstrap`] (a system built from apk
-//! repositories, natively), [`image::Image`] (a container image's layers,
+//! repositories, natively), [`debian::provider::Debian`] (Debian and its
+//! ports, verified and bootstrapped natively), [`image::Image`] (a container image's layers,
 //! `--from docker://...`). To add one: implement [`Provider`], give it a
 //! kind name in [`KINDS`] and pick it in [`provider_for`].
 
 pub mod add;
 pub mod alpine;
 pub mod apk;
+pub mod debian;
 pub mod image;
 pub mod oci;
 pub mod pipeline;
@@ -44,7 +46,14 @@ pub const DEFAULT_MIRROR: &str = "https://dl-cdn.alpinelinux.org/alpine";
 
 /// The provider kinds `--source KIND` accepts (and `kind` values of the
 /// manifest).
-pub const KINDS: &[&str] = &["alpine", "apk", "tarball", "image"];
+pub const KINDS: &[&str] = &[
+    "alpine",
+    "apk",
+    "debian",
+    "debian-ports",
+    "tarball",
+    "image",
+];
 
 /// Everything an install needs to know.
 #[derive(Debug, Clone)]
@@ -65,6 +74,12 @@ pub struct Request {
     pub keys: Vec<PathBuf>,
     /// Accept an unsigned or badly signed apk index (`--allow-untrusted`).
     pub allow_untrusted: bool,
+    /// Debian sources: `--suite`, `--keyring`, `--variant`, and the
+    /// `--mirror` given for this fetch (else the archive's own).
+    pub suite: Option<String>,
+    pub keyring: Option<PathBuf>,
+    pub variant: Option<String>,
+    pub debian_mirror: Option<String>,
     pub force: bool,
     pub limits: extract::Limits,
     /// Packages to add before the commit; recorded in the manifest.
@@ -88,6 +103,10 @@ impl Request {
             repos: Vec::new(),
             keys: Vec::new(),
             allow_untrusted: false,
+            suite: None,
+            keyring: None,
+            variant: None,
+            debian_mirror: None,
             force: false,
             limits,
             packages: Vec::new(),
@@ -173,7 +192,7 @@ pub fn mirror_from(arg: Option<&str>) -> String {
 
 /// Picks the provider for a request: `--from` is a tarball, `--source KIND`
 /// names one, else the spec's `[source]` decides.
-pub fn provider_for(spec: &Spec, req: &Request) -> Result<Box<dyn Provider>> {
+pub fn provider_for(spec: &Spec, req: &Request, store_cache: &Path) -> Result<Box<dyn Provider>> {
     if let Some(from) = req.from.as_deref().filter(|f| oci::is_image(f)) {
         return match req.source.as_deref() {
             None | Some("image") => Ok(Box::new(image::Image::new(spec, from)?)),
@@ -201,6 +220,12 @@ pub fn provider_for(spec: &Spec, req: &Request) -> Result<Box<dyn Provider>> {
     match (kind, &spec.source) {
         ("alpine", Source::Alpine { .. }) => Ok(Box::new(alpine::Release::new(spec, req)?)),
         ("apk", _) => Ok(Box::new(apk::Bootstrap::new(spec, req)?)),
+        ("debian" | "debian-ports", _) => Ok(Box::new(debian::provider::Debian::new(
+            spec,
+            req,
+            kind,
+            store_cache.join("debs"),
+        )?)),
         ("tarball", Source::Tarball { .. }) => Ok(Box::new(tarball::Tarball::from_spec(spec)?)),
         ("tarball", _) => Err(hinted(
             format!("{} has no tarball source", spec.name),

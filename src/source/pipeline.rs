@@ -83,7 +83,7 @@ pub fn install_locked(
     ui: Ui,
     guest: Option<GuestRun>,
 ) -> Result<Installed> {
-    let provider = provider_for(spec, req)?;
+    let provider = provider_for(spec, req, &store.cache_dir())?;
     let cfg = transport::Config::from_knobs();
     let transport = transport::Transport::new(cfg.clone());
     // One budget for the whole install: connection retries, resumes of a
@@ -180,7 +180,8 @@ fn install(cx: &InstallCx, provider: &dyn Provider) -> Result<Installed> {
     crate::rootfs::prepare_mountpoints(&root)?;
     // `--packages`: added natively to any apk-based tree (the apk
     // provider installed them with its world already).
-    if !req.packages.is_empty() && provider.kind() != "apk" {
+    // (apk and Debian bootstraps installed them with their base system.)
+    if !req.packages.is_empty() && !["apk", "debian", "debian-ports"].contains(&provider.kind()) {
         let added = add_packages(cx, &root, &origin).inspect_err(|_| drop_keep())?;
         report.entries += added.entries;
         report.bytes += added.bytes;

@@ -175,6 +175,7 @@ pub(super) fn unpack(cx: &InstallCx, plan: &Tarball, root: &Path) -> Result<Popu
     let opts = extract::Options {
         limits: req.limits,
         chown,
+        ..Default::default()
     };
     let cleanup = || {
         let _ = fs::remove_file(&cache_part);

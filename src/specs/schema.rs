@@ -118,6 +118,16 @@ pub enum Source {
         #[serde(default)]
         version: Option<String>,
     },
+    /// A Debian bootstrap (`src/source/debian/`) from `archive` (`debian`, or
+    /// `debian-ports` for the ports archive), where the arch is called
+    /// `debian_arch`; `suite` defaults to bookworm (ports: unstable).
+    Debian {
+        #[serde(default = "default_archive")]
+        archive: String,
+        debian_arch: String,
+        #[serde(default)]
+        suite: Option<String>,
+    },
     /// No known source: the user brings their own (`--from`); `hint` says where to look.
     None { hint: String },
 }
@@ -129,9 +139,15 @@ impl Source {
             Source::Alpine { .. } => "alpine",
             Source::Tarball { .. } => "tarball",
             Source::Apk { .. } => "apk",
+            Source::Debian { archive, .. } if archive == "debian-ports" => "debian-ports",
+            Source::Debian { .. } => "debian",
             Source::None { .. } => "none",
         }
     }
+}
+
+fn default_archive() -> String {
+    "debian".into()
 }
 
 fn default_branch() -> String {
@@ -178,6 +194,13 @@ pub fn check_file(file: &str, spec: &Spec) -> Result<(), String> {
         if repositories.is_empty() || world.is_empty() {
             return Err(format!(
                 "rootfs-specs/{file}: an apk source needs repositories and world"
+            ));
+        }
+    }
+    if let Source::Debian { archive, .. } = &spec.source {
+        if archive != "debian" && archive != "debian-ports" {
+            return Err(format!(
+                "rootfs-specs/{file}: source.archive is {archive:?}; use \"debian\" or \"debian-ports\""
             ));
         }
     }

@@ -98,6 +98,7 @@ fn byte_limit_is_checked_before_writing() {
             ..Limits::default()
         },
         chown: false,
+        ..Options::default()
     };
     let mut seen = 0;
     let err = unpack(&tar[..], &sb.dest, &opts, &mut |n| seen += n).unwrap_err();
@@ -133,6 +134,7 @@ fn entry_limit() {
             ..Limits::default()
         },
         chown: false,
+        ..Options::default()
     };
     let err = sb.unpack_with(&tar, &opts).unwrap_err();
     assert!(

@@ -255,3 +255,40 @@ fn readonly_dirs_get_their_mode_last() {
     remove_tree(&sb.dest).unwrap();
     assert_eq!(sb.outer_names(), Vec::<String>::new());
 }
+
+/// Merged /usr (Debian bootstraps): entries under `bin/` land in
+/// `usr/bin/`, hard links too; the top-level symlink is never written
+/// through or replaced.
+#[test]
+fn usrmerge_redirects_into_usr() {
+    let sb = Sandbox::new();
+    fs::create_dir_all(sb.p("usr/bin")).unwrap();
+    std::os::unix::fs::symlink("usr/bin", sb.p("bin")).unwrap();
+    let tar = Tar::new()
+        .dir("./", 0o755)
+        .dir("./bin/", 0o755)
+        .file("./bin/sh", 0o755, b"sh")
+        .hardlink("./bin/sh2", "./bin/sh")
+        .dir("./usr/", 0o755)
+        .file("./usr/lib/x", 0o644, b"x")
+        .bytes();
+    let opts = Options {
+        usrmerge: &["bin", "sbin", "lib"],
+        ..Options::default()
+    };
+    sb.unpack_with(&tar, &opts).unwrap();
+    assert_eq!(fs::read_link(sb.p("bin")).unwrap(), Path::new("usr/bin"));
+    assert_eq!(fs::read(sb.p("usr/bin/sh")).unwrap(), b"sh");
+    assert_eq!(
+        fs::metadata(sb.p("usr/bin/sh2")).unwrap().ino(),
+        fs::metadata(sb.p("usr/bin/sh")).unwrap().ino()
+    );
+    // Without the option the archive's `bin/` replaces the symlink: it is
+    // never written through.
+    let sb2 = Sandbox::new();
+    fs::create_dir_all(sb2.p("usr/bin")).unwrap();
+    std::os::unix::fs::symlink("usr/bin", sb2.p("bin")).unwrap();
+    sb2.unpack(&tar).unwrap();
+    assert!(fs::symlink_metadata(sb2.p("bin")).unwrap().is_dir());
+    assert!(!sb2.p("usr/bin/sh").exists());
+}

@@ -183,6 +183,7 @@ pub fn write(root: &Path, db: &Db, limits: extract::Limits) -> Result<extract::R
     let opts = extract::Options {
         limits,
         chown: nix::unistd::geteuid().is_root(),
+        ..Default::default()
     };
     extract::unpack(data.as_slice(), root, &opts, &mut |_| {})
         .map_err(|e| anyhow::anyhow!("writing the apk database into {}: {e}", root.display()))

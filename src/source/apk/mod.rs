@@ -384,6 +384,7 @@ fn install(
     let opts = extract::Options {
         limits: env.limits,
         chown,
+        ..Default::default()
     };
     let mut report = extract::Report::default();
     let mut records = Vec::new();

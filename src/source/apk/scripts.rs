@@ -87,6 +87,7 @@ pub fn run_scripts(env: &Env, root: &Path, records: &[db::Installed]) -> Result<
     let opts = extract::Options {
         limits: env.limits,
         chown: false,
+        ..Default::default()
     };
     extract::unpack(tarball.as_slice(), root, &opts, &mut |_| {})
         .map_err(|e| anyhow::anyhow!("placing install scripts in {}: {e}", root.display()))?;

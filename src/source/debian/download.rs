@@ -130,7 +130,7 @@ fn fetch_deb(
             n += k as u64;
             bar.inc(k as u64);
         }
-        let got = hex::encode(&hasher.finalize_reset());
+        let got = hex::encode(hasher.finalize_reset());
         if n != p.size || got != p.sha256 {
             return Err(hinted(
                 format!(
@@ -160,5 +160,5 @@ fn hash_reader(mut r: impl Read, max: u64) -> std::io::Result<(u64, String)> {
         h.update(&buf[..k]);
         n += k as u64;
     }
-    Ok((n, hex::encode(&h.finalize())))
+    Ok((n, hex::encode(h.finalize())))
 }

@@ -334,7 +334,7 @@ pub fn populate(o: &Options, root: &Path, ui: Ui) -> Result<Populated> {
         suite: o.suite.clone(),
         source,
         mirror: o.mirror.clone(),
-        release_sha256: hex::encode(&Sha256::digest(release_text.as_bytes())),
+        release_sha256: hex::encode(Sha256::digest(release_text.as_bytes())),
         installed: chosen
             .iter()
             .map(|p| format!("{}={}", p.name, p.version))
@@ -393,7 +393,7 @@ fn packages_index(
             continue;
         };
         ui.info(format!("verified {url}"));
-        let got = hex::encode(&Sha256::digest(&bytes));
+        let got = hex::encode(Sha256::digest(&bytes));
         if &got != sha || bytes.len() as u64 != *size {
             return Err(hinted(
                 format!(

@@ -7,6 +7,7 @@
 // xroot has its own C `main` (below) instead of Rust's runtime entry.
 #![cfg_attr(not(test), no_main)]
 
+mod accel;
 mod binfmt;
 mod cli;
 mod commands;
@@ -38,6 +39,10 @@ use clap::Parser;
 #[no_mangle]
 pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
     sanitize_standard_fds();
+    // Started in a guest in place of a program --accel replaces.
+    if let Some(code) = accel::trampoline::dispatch() {
+        return code;
+    }
     // SAFETY: setting a signal disposition before any thread exists.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     xroot_main()

@@ -80,6 +80,11 @@ pub fn run(ctx: &Ctx, arch: Option<String>, g: GuestArgs, cmd: Vec<String>) -> R
     {
         binds.push(parse_bind(spec_str, ro)?);
     }
+    // --accel: native programs behind the guest's compiler (after the
+    // user's binds, so theirs cannot cover them).
+    if let Some(mode) = g.accel {
+        binds.extend(super::accel::binds(ctx, &rootfs, mode));
+    }
     let cwd_bound = usize::from(workdir.is_some());
     let workdir_is_default = g.workdir.is_none() && workdir.is_none();
     let workdir = match g.workdir {

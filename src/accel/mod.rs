@@ -55,6 +55,10 @@ pub struct Tool {
     pub host: PathBuf,
     /// Arguments the trampoline puts first.
     pub args: Vec<String>,
+    /// Include directories the trampoline appends to `CPLUS_INCLUDE_PATH`,
+    /// unless the command has `-nostdinc` or `-nostdinc++`: the guest
+    /// `cc1plus`'s own libstdc++ directories, which the cross one lacks.
+    pub cxx_dirs: Vec<String>,
 }
 
 /// What the survey found.
@@ -128,9 +132,16 @@ pub fn survey(rootfs: &Path, host: &Path, m: Match) -> Survey {
                 if !triples.contains(&triple) {
                     triples.push(triple.clone());
                 }
-                match cc1_tool(&guest, &hostt, &gstatus, &hstatus, &triple, n, m) {
+                match cc1_tool(&guest, &hostt, &gstatus, &hstatus, &triple, n, m, "cc1") {
                     Ok(t) => s.tools.push(t),
                     Err(e) => s.refused.push(format!("cc1 of gcc {n}: {e}")),
+                }
+                let plus = PathBuf::from(format!("/usr/lib/gcc/{triple}/{n}/cc1plus"));
+                if guest.is_file(&plus) {
+                    match cc1_tool(&guest, &hostt, &gstatus, &hstatus, &triple, n, m, "cc1plus") {
+                        Ok(t) => s.tools.push(t),
+                        Err(e) => s.refused.push(format!("cc1plus of gcc {n}: {e}")),
+                    }
                 }
             }
         }
@@ -166,6 +177,8 @@ fn versions(what: &str, guest: &str, host: &str, m: Match) -> Result<String, Str
     }
 }
 
+/// `cc1` (from `cpp-N`) or `cc1plus` (from `g++-N`) of gcc `n`.
+#[allow(clippy::too_many_arguments)]
 fn cc1_tool(
     guest: &Tree,
     host: &Tree,
@@ -174,18 +187,25 @@ fn cc1_tool(
     triple: &str,
     n: &str,
     m: Match,
+    prog: &str,
 ) -> Result<Tool, String> {
-    let gpkg = format!("cpp-{n}");
+    let cxx = prog == "cc1plus";
+    let gpkg = if cxx {
+        format!("g++-{n}")
+    } else {
+        format!("cpp-{n}")
+    };
     let gsrc = format!("gcc-{n}");
     let g = dpkg::installed(gstatus, &gpkg).ok_or_else(|| {
         format!("no {gpkg} package installed in the guest: the compiler is not Debian's")
     })?;
-    let hpkg = format!("cpp-{n}-{triple}");
-    let hcc1 = PathBuf::from(format!("/usr/lib/gcc-cross/{triple}/{n}/cc1"));
+    let hpkg = format!("{gpkg}-{triple}");
+    let hcc1 = PathBuf::from(format!("/usr/lib/gcc-cross/{triple}/{n}/{prog}"));
     let h = dpkg::installed(hstatus, &hpkg)
         .filter(|_| host.is_file(&hcc1))
         .ok_or_else(|| {
-            format!("no host cross compiler: install {hpkg} (apt-get install gcc-{n}-{triple})")
+            let driver = if cxx { "g++" } else { "gcc" };
+            format!("no host cross compiler: apt-get install {driver}-{n}-{triple}")
         })?;
     let built = h
         .built_using
@@ -219,15 +239,35 @@ fn cc1_tool(
         }
     }
     let guest_cc1 = guest
-        .real_path(Path::new(&format!("/usr/lib/gcc/{triple}/{n}/cc1")))
-        .map_err(|e| format!("resolving the guest's cc1: {e}"))?;
+        .real_path(Path::new(&format!("/usr/lib/gcc/{triple}/{n}/{prog}")))
+        .map_err(|e| format!("resolving the guest's {prog}: {e}"))?;
+    // The guest cc1plus's libstdc++ directories, spelt as it spells them
+    // (they reach __FILE__ and dependency files). The cross cc1plus looks
+    // under /usr/TRIPLE/include/c++, absent in the guest (checked above).
+    let cxx_dirs = if cxx {
+        let up = format!("/usr/lib/gcc/{triple}/{n}/../../../..");
+        let dirs = vec![
+            format!("{up}/include/c++/{n}"),
+            format!("{up}/include/{triple}/c++/{n}"),
+            format!("{up}/include/c++/{n}/backward"),
+        ];
+        if !guest.exists(Path::new(&dirs[0])) {
+            return Err(format!(
+                "the guest has no libstdc++ headers in /usr/include/c++/{n}"
+            ));
+        }
+        dirs
+    } else {
+        Vec::new()
+    };
     Ok(Tool {
-        label: format!("cc1 (gcc {how})"),
+        label: format!("{prog} (gcc {how})"),
         guest: guest_cc1,
         host: hcc1,
         // Where the guest's own gcc headers are: the cross cc1 maps its
         // gcc-cross include directories onto this prefix.
         args: vec!["-iprefix".into(), format!("/usr/lib/gcc/{triple}/{n}/")],
+        cxx_dirs,
     })
 }
 
@@ -259,6 +299,7 @@ fn as_tool(
         guest: real,
         host: prog,
         args: Vec::new(),
+        cxx_dirs: Vec::new(),
     }))
 }
 

@@ -7,8 +7,9 @@
 //! inode), so an upgraded cross package gets a fresh directory.
 //!
 //! Layout: `bin/<n>-<name>`, `lib/<sonames and the loader>`, and `map`,
-//! which the trampoline reads: one line per covered guest path,
-//! tab-separated: guest path, program (relative), extra arguments.
+//! which the trampoline reads: one line per covered guest path, four
+//! tab-separated fields: guest path, program (relative), arguments to put
+//! first, C++ include directories (lists separated by 0x1f).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -24,6 +25,8 @@ use super::Tool;
 /// Makes (or finds) the native directory for `tools` under `base`.
 pub fn prepare(base: &Path, tools: &[Tool]) -> Result<PathBuf> {
     let mut h = sha2::Sha256::new();
+    // The map's format, for a future change of it.
+    h.update(b"map v1\n");
     for t in tools {
         let m = fs::metadata(&t.host).with_context(|| format!("reading {}", t.host.display()))?;
         h.update(format!(
@@ -34,8 +37,9 @@ pub fn prepare(base: &Path, tools: &[Tool]) -> Result<PathBuf> {
             m.mtime(),
             m.mtime_nsec(),
             m.ino(),
-            t.args.join("\0")
+            t.args.join("\0"),
         ));
+        h.update(t.cxx_dirs.join("\0"));
     }
     let key = crate::fetch::stream::hex(&h.finalize()[..12]);
     let dir = base.join(&key);
@@ -92,17 +96,18 @@ fn fill(dir: &Path, tools: &[Tool]) -> Result<()> {
             ),
         }
         needed(&elf, &t.host, &mut libs)?;
-        for field in std::iter::once(t.guest.display().to_string())
-            .chain([rel])
-            .chain(t.args.iter().cloned())
+        let line = [
+            t.guest.display().to_string(),
+            rel,
+            t.args.join("\x1f"),
+            t.cxx_dirs.join("\x1f"),
+        ];
+        if line.iter().any(|f| f.contains(['\t', '\n']))
+            || t.args.iter().chain(&t.cxx_dirs).any(|a| a.contains('\x1f'))
         {
-            if field.contains(['\t', '\n']) {
-                bail!("{field:?}: a tab or newline in a path or argument");
-            }
-            map.push_str(&field);
-            map.push('\t');
+            bail!("{line:?}: a tab, newline or \\x1f in a path or argument");
         }
-        map.pop();
+        map.push_str(&line.join("\t"));
         map.push('\n');
     }
     let loader = loader.context("the native programs are not dynamically linked")?;

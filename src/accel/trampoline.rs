@@ -33,7 +33,8 @@ pub fn dispatch() -> Option<i32> {
     if base.starts_with(b"xroot") {
         return None;
     }
-    let map = std::fs::read(format!("{GUEST_DIR}/map")).ok()?;
+    // Leaked: the process execs or exits next.
+    let map: &'static [u8] = std::fs::read(format!("{GUEST_DIR}/map")).ok()?.leak();
     let exe = std::fs::read_link("/proc/self/exe").ok()?;
     let line = map
         .split(|&b| b == b'\n')
@@ -47,10 +48,17 @@ pub fn dispatch() -> Option<i32> {
     };
     let mut fields = line.split(|&b| b == b'\t').skip(1);
     let prog = fields.next().unwrap_or_default();
-    let extra: Vec<&[u8]> = fields.collect();
+    let list = |f: Option<&'static [u8]>| -> Vec<&'static [u8]> {
+        f.map(|f| f.split(|&b| b == 0x1f).filter(|a| !a.is_empty()).collect())
+            .unwrap_or_default()
+    };
+    let (first, last) = (list(fields.next()), list(fields.next()));
     let rest: Vec<OsString> = args.collect();
-    // The driver may already say where the guest's gcc lives.
-    let has_iprefix = rest.iter().any(|a| a == "-iprefix");
+    // The driver may already say where the guest's gcc lives; without the
+    // standard directories, the guest's C++ ones are not wanted either.
+    let has = |flag: &str| rest.iter().any(|a| a == flag);
+    let skip_first = has("-iprefix") && first.first() == Some(&b"-iprefix".as_slice());
+    let skip_last = has("-nostdinc") || has("-nostdinc++");
     let c = |b: &[u8]| CString::new(b.to_vec()).ok();
     let mut argv: Vec<CString> = Vec::new();
     let loader = format!("{GUEST_DIR}/lib/{LOADER}");
@@ -63,8 +71,8 @@ pub fn dispatch() -> Option<i32> {
     let mut native = format!("{GUEST_DIR}/").into_bytes();
     native.extend_from_slice(prog);
     push(&native);
-    if !(has_iprefix && extra.first() == Some(&b"-iprefix".as_slice())) {
-        for e in &extra {
+    if !skip_first {
+        for e in &first {
             push(e);
         }
     }
@@ -73,8 +81,26 @@ pub fn dispatch() -> Option<i32> {
             return Some(127);
         }
     }
-    let env: Vec<CString> = std::env::vars_os()
+    // The C++ directories go through CPLUS_INCLUDE_PATH, after the
+    // guest's own value: cc1plus adds those after -isystem's and before
+    // its standard ones, as system directories that know C++ (-isystem's
+    // are treated as C headers: "3 4" in line markers instead of "3").
+    let mut cxx_path: Option<Vec<u8>> = None;
+    if !skip_last && !last.is_empty() {
+        let mut v = std::env::var_os("CPLUS_INCLUDE_PATH")
+            .map(OsString::into_vec)
+            .unwrap_or_default();
+        for d in &last {
+            if !v.is_empty() {
+                v.push(b':');
+            }
+            v.extend_from_slice(d);
+        }
+        cxx_path = Some(v);
+    }
+    let mut env: Vec<CString> = std::env::vars_os()
         .filter(|(k, _)| k != "LD_PRELOAD" && k != "LD_LIBRARY_PATH")
+        .filter(|(k, _)| !(cxx_path.is_some() && k == "CPLUS_INCLUDE_PATH"))
         .filter_map(|(k, v)| {
             let mut kv = k.into_vec();
             kv.push(b'=');
@@ -82,6 +108,11 @@ pub fn dispatch() -> Option<i32> {
             CString::new(kv).ok()
         })
         .collect();
+    if let Some(v) = cxx_path {
+        let mut kv = b"CPLUS_INCLUDE_PATH=".to_vec();
+        kv.extend(v);
+        env.extend(CString::new(kv).ok());
+    }
     let Some(path) = c(loader.as_bytes()) else {
         return Some(127);
     };

@@ -178,8 +178,8 @@ pub struct GuestArgs {
     /// Create the --user NAME in the guest if it does not exist.
     #[arg(long, requires = "user")]
     pub create_user: bool,
-    /// Run the guest's cc1 and assembler natively, from the host's cross
-    /// toolchain of the same version (Debian's cpp-N-TRIPLE, binutils-TRIPLE);
+    /// Run the guest's cc1, cc1plus and assembler natively, from the host's
+    /// cross toolchain of the same version (Debian's gcc-N-TRIPLE, binutils-TRIPLE);
     /// `--accel=stable-updates` also when only Debian stable updates differ.
     /// See `xroot doctor --accel TARGET`.
     #[arg(long, value_enum, value_name = "MATCH", num_args = 0..=1, require_equals = true, default_missing_value = "exact", env = "XROOT_ACCEL")]

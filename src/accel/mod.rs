@@ -2,7 +2,7 @@
 //!
 //! In a foreign guest, builds spend their time in qemu translating the
 //! compiler. The guest's `gcc` driver stays emulated, but the expensive
-//! programs it runs — `cc1` and the assembler — are architecture-neutral
+//! programs it runs — `cc1`, `cc1plus` and the assembler — are architecture-neutral
 //! in what they produce: a host-built cross `cc1` of the *same* gcc source
 //! version emits the same code for the same target. So when the host has
 //! the matching Debian cross packages (`cpp-N-TRIPLE`, `binutils-TRIPLE`),

@@ -75,8 +75,9 @@ run_way() { # WAY DIR
                 mount --rbind /dev "$TREE/dev"
                 mount -t proc proc "$TREE/proc"
                 mount --bind "$DIR" "$TREE/tmp/$NAME"
-                exec chroot "$TREE" sh -c "cd /tmp/$NAME && $BUILD"'
-            rmdir "$TREE/tmp/$name" ;;
+                exec chroot "$TREE" sh -c "cd /tmp/$NAME && $BUILD"' || rc=$?
+            rmdir "$TREE/tmp/$name"
+            return "${rc:-0}" ;;
         xroot) (cd "$dir" && "$XR" -q run s390x --rootfs "$TREE" -- sh -c "$BUILD") ;;
         accel) (cd "$dir" && "$XR" -q run s390x --rootfs "$TREE" --accel=stable-updates -- sh -c "$BUILD") ;;
     esac
@@ -85,11 +86,12 @@ run_way() { # WAY DIR
 WAYS=(native bare xroot accel)
 : > "$WORK/times"
 echo "== warm-up (one accel build: the native directory is made once)"
-cp -a "$SRC" "$WORK/warm"; run_way accel "$WORK/warm"; rm -rf "$WORK/warm"
+cp -a --no-preserve=ownership "$SRC" "$WORK/warm"; run_way accel "$WORK/warm"; rm -rf "$WORK/warm"
 for r in $(seq 1 "$ROUNDS"); do
     for way in $(printf '%s\n' "${WAYS[@]}" | shuf); do
         d=$WORK/r$r-$way
-        cp -a "$SRC" "$d"
+        # Owned by root: the bare way's user namespace maps no other id.
+        cp -a --no-preserve=ownership "$SRC" "$d"
         t0=$(date +%s.%N)
         run_way "$way" "$d" || die "round $r: the $way build failed"
         t1=$(date +%s.%N)

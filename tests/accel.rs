@@ -180,7 +180,11 @@ fn zlib_source() -> PathBuf {
         .map(|e| e.path())
         .find(|p| p.to_string_lossy().contains(".orig.tar."))
         .expect("zlib's .orig tarball");
-    sh(Command::new("tar").args(["--no-same-owner", "-xf"]).arg(&orig).arg("-C").arg(&dir));
+    sh(Command::new("tar")
+        .args(["--no-same-owner", "-xf"])
+        .arg(&orig)
+        .arg("-C")
+        .arg(&dir));
     let name = fs::read_dir(&dir)
         .unwrap()
         .flatten()

@@ -83,6 +83,10 @@ pub enum Command {
     Doctor {
         #[arg(long)]
         json: bool,
+        /// Explain in full what `run --accel` would run natively in this
+        /// tree (ARCH[@NAME] or a directory).
+        #[arg(long, value_name = "ARCH|DIR")]
+        accel: Option<String>,
     },
     /// Put an installed rootfs back to its pristine release (from the
     /// cached tarball, verified again; downloaded only if not cached).
@@ -290,10 +294,26 @@ pub struct GuestArgs {
     /// (natively, verified; see `fetch --packages`).
     #[arg(long, value_name = "PKG,...", value_delimiter = ',')]
     pub packages: Vec<String>,
+    /// Run the guest's cc1, cc1plus and assembler natively, from the host's
+    /// cross toolchain of the same version (Debian's gcc-N-TRIPLE, binutils-TRIPLE);
+    /// `--accel=stable-updates` also when only Debian stable updates differ.
+    /// See `xroot doctor --accel TARGET`.
+    #[arg(long, value_enum, value_name = "MATCH", num_args = 0..=1, require_equals = true, default_missing_value = "exact", env = "XROOT_ACCEL")]
+    pub accel: Option<AccelMode>,
     #[command(flatten)]
     pub binfmt: BinfmtArgs,
     #[command(flatten)]
     pub source: SourceArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AccelMode {
+    /// Native programs only of exactly the guest's source version.
+    Exact,
+    /// Also when the versions differ only by Debian stable updates (+debNuM).
+    StableUpdates,
+    /// No acceleration (e.g. to override XROOT_ACCEL).
+    Off,
 }
 
 #[derive(Debug, Args)]

@@ -10,6 +10,7 @@
 // musl build with its own `main` saw no arguments at all.
 #![cfg_attr(all(not(test), target_env = "gnu"), no_main)]
 
+mod accel;
 mod binfmt;
 mod cli;
 mod commands;
@@ -50,6 +51,10 @@ use clap::Parser;
 #[no_mangle]
 pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
     sanitize_standard_fds();
+    // Started in a guest in place of a program --accel replaces.
+    if let Some(code) = accel::trampoline::dispatch() {
+        return code;
+    }
     // SAFETY: setting a signal disposition before any thread exists.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     xroot_main()
@@ -58,6 +63,10 @@ pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) ->
 /// Rust's runtime entry, where xroot has no C `main` of its own (musl).
 #[cfg(all(not(test), not(target_env = "gnu")))]
 fn main() {
+    // Started in a guest in place of a program --accel replaces.
+    if let Some(code) = accel::trampoline::dispatch() {
+        std::process::exit(code);
+    }
     xroot_main()
 }
 

@@ -1,6 +1,7 @@
 //! One module per subcommand. They take parsed arguments, make decisions,
 //! call the lower layers and print results.
 
+mod accel;
 mod binfmt;
 mod completions;
 mod doctor;
@@ -49,7 +50,10 @@ pub fn dispatch(cmd: Command, ui: Ui) -> Result<i32> {
         Command::List { json } => list::list(&ctx, json).map(|_| 0),
         Command::Rm { targets } => rm::rm(&ctx, &targets).map(|_| 0),
         Command::Binfmt(b) => binfmt::command(&ctx, b),
-        Command::Doctor { json } => doctor::doctor(&ctx, json),
+        Command::Doctor { json, accel } => match accel {
+            Some(t) => accel::doctor(&ctx, &t, json),
+            None => doctor::doctor(&ctx, json),
+        },
         Command::Reset { target } => reset::reset(&ctx, &target).map(|_| 0),
         Command::Export {
             target,

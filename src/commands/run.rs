@@ -95,6 +95,13 @@ pub fn run(ctx: &Ctx, arch: Option<String>, g: GuestArgs, cmd: Vec<String>) -> R
     {
         b = b.bind(parse_bind(spec_str, ro)?);
     }
+    // --accel: native programs behind the guest's compiler (after the
+    // user's binds, so theirs cannot cover them).
+    if let Some(mode) = g.accel {
+        for bind in super::accel::binds(ctx, &rootfs, mode) {
+            b = b.bind(bind);
+        }
+    }
     match g.workdir {
         Some(w) if w.is_absolute() => b = b.workdir(w, None),
         Some(w) => {

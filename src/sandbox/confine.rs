@@ -154,9 +154,9 @@ pub fn loopback_up() -> std::io::Result<()> {
     }
     // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write `req`, which we own.
     let rc = unsafe {
-        if libc::ioctl(s, libc::SIOCGIFFLAGS, &mut req) == 0 {
+        if libc::ioctl(s, libc::SIOCGIFFLAGS as _, &mut req) == 0 {
             req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-            libc::ioctl(s, libc::SIOCSIFFLAGS, &req)
+            libc::ioctl(s, libc::SIOCSIFFLAGS as _, &req)
         } else {
             -1
         }

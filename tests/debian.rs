@@ -376,7 +376,7 @@ fn bad_debian_options_are_clear_errors() {
         ),
         (
             vec!["fetch", "s390x", "--source", "gentoo"],
-            "unknown --source \"gentoo\"",
+            "unknown source kind \"gentoo\"",
         ),
         (
             vec!["fetch", "s390x", "--source", "debian", "--variant", "huge"],

@@ -84,6 +84,14 @@ pub fn install_locked(
     guest: Option<GuestRun>,
 ) -> Result<Installed> {
     let provider = provider_for(spec, req, &store.cache_dir())?;
+    if !provider.kind().starts_with("debian")
+        && (req.suite.is_some() || req.keyring.is_some() || req.variant.is_some())
+    {
+        return Err(hinted(
+            "--suite, --keyring and --variant apply to Debian sources",
+            "add --source debian (or debian-ports)",
+        ));
+    }
     let cfg = transport::Config::from_knobs();
     let transport = transport::Transport::new(cfg.clone());
     // One budget for the whole install: connection retries, resumes of a

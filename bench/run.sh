@@ -32,7 +32,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 HOST_TRIPLE=$(rustc -vV 2>/dev/null | sed -n 's/^host: //p')
 # .cargo/config.toml builds for the host triple (static release binaries).
 XROOT_SRC=${XROOT_BIN:-$REPO/target/${HOST_TRIPLE:-x86_64-unknown-linux-gnu}/release/xroot}
-MIRROR_DIR=${XROOT_BENCH_MIRROR:-/work/shared/alpine-mirror}
+MIRROR_DIR=${XROOT_BENCH_MIRROR:-$REPO/../shared/alpine-mirror}
 OUT=$REPO/bench/results
 ARCH=aarch64
 BRANCH=v3.20
@@ -49,7 +49,7 @@ Options:
   --install      apt-get install the missing tools first (nothing is installed otherwise)
   --quick        fewer runs (a smoke test, ~2 minutes; numbers are rougher)
   --xroot PATH   the xroot binary to measure [default: target/HOST-TRIPLE/release/xroot, or $XROOT_BIN]
-  --mirror DIR   a local Alpine mirror tree with v3.20/releases/aarch64/ [default: /work/shared/alpine-mirror]
+  --mirror DIR   a local Alpine mirror tree with v3.20/releases/aarch64/ [default: ../shared/alpine-mirror beside the project]
   --out DIR      where results go [default: bench/results]
 EOF
 }

@@ -296,18 +296,7 @@ pub fn in_root(
     rel: &Path,
     flags: OFlags,
 ) -> rustix::io::Result<OwnedFd> {
-    let rel = if rel.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        rel
-    };
-    rustix::fs::openat2(
-        dir,
-        rel,
-        flags | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-    )
+    open_resolved(dir, rel, flags, ResolveFlags::IN_ROOT)
 }
 
 /// `openat2(dir, rel, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`.
@@ -315,6 +304,21 @@ pub fn beneath(
     dir: std::os::fd::BorrowedFd,
     rel: &Path,
     flags: OFlags,
+) -> rustix::io::Result<OwnedFd> {
+    open_resolved(
+        dir,
+        rel,
+        flags,
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
+    )
+}
+
+/// `openat2` with `how` (magic links never followed; `""` means `.`).
+fn open_resolved(
+    dir: std::os::fd::BorrowedFd,
+    rel: &Path,
+    flags: OFlags,
+    how: ResolveFlags,
 ) -> rustix::io::Result<OwnedFd> {
     let rel = if rel.as_os_str().is_empty() {
         Path::new(".")
@@ -326,7 +330,7 @@ pub fn beneath(
         rel,
         flags | OFlags::CLOEXEC,
         Mode::empty(),
-        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+        how | ResolveFlags::NO_MAGICLINKS,
     )
 }
 

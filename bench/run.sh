@@ -495,7 +495,7 @@ cat >"$RAW/meta.json" <<EOF
   "proot": "$(dpkg-query -W -f '${Version}' proot 2>/dev/null || echo unknown)",
   "util_linux": "$(unshare --version | awk '{print $NF}')",
   "xroot": "$("$XR" --version)",
-  "xroot_binary": "$XROOT_SRC",
+  "xroot_binary": "${XROOT_SRC#"$REPO"/}",
   "xroot_binary_sha256": "$(sha256sum "$XR" | cut -c1-16)",
   "xroot_binary_mtime": "$(date -u -r "$XROOT_SRC" +%Y-%m-%dT%H:%M:%SZ)",
   "xroot_commit": "$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$REPO" diff --quiet HEAD -- src 2>/dev/null || echo '+dirty-src')",

@@ -30,6 +30,14 @@ use crate::rootfs::{Kind, Tree};
 
 const NONE: Option<&str> = None;
 
+/// What the host's /sys and resolv.conf get in the guest: read-only, no
+/// setuid programs, no device nodes.
+const READ_ONLY: Attrs = Attrs {
+    readonly: true,
+    nosuid: true,
+    nodev: true,
+};
+
 /// Host device nodes bound into the guest's /dev. Device nodes cannot be
 /// created in a user namespace, and binding the host's is what a rootless
 /// runtime must do anyway.
@@ -113,14 +121,7 @@ pub fn apply(plan: &Plan, mut journal: Option<&mut Journal>) -> Result<Applied> 
             }
             Step::Sys => match clone_tree(CWD, "/sys", true) {
                 Ok(t) => {
-                    set_attrs(
-                        &t,
-                        Attrs {
-                            readonly: true,
-                            nosuid: true,
-                            nodev: true,
-                        },
-                    )?;
+                    set_attrs(&t, READ_ONLY)?;
                     let target =
                         tree.mount_point(Path::new("/sys"), Kind::Dir, create, &mut record)?;
                     attach(&t, &target).context("binding /sys")?;
@@ -150,14 +151,7 @@ pub fn apply(plan: &Plan, mut journal: Option<&mut Journal>) -> Result<Applied> 
                     .context("the guest's /etc/resolv.conf")?;
                 let t = clone_tree(CWD, host, false)
                     .with_context(|| format!("binding {}", host.display()))?;
-                set_attrs(
-                    &t,
-                    Attrs {
-                        readonly: true,
-                        nosuid: true,
-                        nodev: true,
-                    },
-                )?;
+                set_attrs(&t, READ_ONLY)?;
                 attach(&t, &target).context("binding the host's resolv.conf")?;
             }
             Step::Bind(b) => match bind(&tree, b, create, &mut record) {
